@@ -1,0 +1,1 @@
+//! `trellis-sandbox`: a real Trellis mesh on one Linux host, in network namespaces.
