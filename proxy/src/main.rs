@@ -1,12 +1,93 @@
-//! trellis-proxy: the Trellis sidecar and gateway proxy.
+//! `trellis-proxy`: the sidecar (`sidecar`), the capture-rule installer
+//! (`init`) and, later, the ingress gateway (`gateway`).
 
-use clap::Parser;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use trellis_api::contract::{EXIT_USAGE, env};
+use trellis_proxy::{
+    Sidecar,
+    config::{Config, ProcessEnv, SidecarArgs},
+    init::{self, InitArgs},
+};
 
-/// trellis-proxy: the Trellis sidecar and gateway proxy.
 #[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
+#[command(version, about = "The Trellis data plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run as a pod's sidecar: transparent outbound and inbound proxy.
+    Sidecar(SidecarArgs),
+    /// Install the capture rules in this network namespace (no CNI plugin).
+    Init(InitArgs),
+    /// Run as an ingress gateway (not available yet).
+    Gateway,
+}
 
 fn main() {
-    let _args = Args::parse();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(
+                std::env::var(env::LOG).unwrap_or_else(|_| "info".into()),
+            )
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Sidecar(args) => match Config::new(&args, &ProcessEnv) {
+            Ok(config) => report(sidecar(&config)),
+            Err(e) => usage(&e),
+        },
+        Command::Init(args) => match init::run(&args, &ProcessEnv) {
+            Ok(()) => 0,
+            Err(e) if e.is_usage() => usage(&e),
+            Err(e) => report(Err(e.into())),
+        },
+        Command::Gateway => {
+            eprintln!("trellis-proxy: gateway mode is not available yet");
+            EXIT_USAGE
+        }
+    };
+    std::process::exit(code);
+}
+
+fn usage(e: &dyn std::fmt::Display) -> i32 {
+    eprintln!("trellis-proxy: {e}");
+    EXIT_USAGE
+}
+
+fn report(r: anyhow::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("trellis-proxy: {e:#}");
+            1
+        }
+    }
+}
+
+fn sidecar(config: &Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let sidecar = Sidecar::start(config).await.context("starting the sidecar")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
+            () = sidecar.shutdown_requested() => {}
+        }
+        sidecar.drain().await;
+        Ok(())
+    })
 }

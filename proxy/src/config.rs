@@ -1,0 +1,233 @@
+//! Configuration of `trellis-proxy sidecar`: flags, then the environment the
+//! injector sets (read through [`Env`] so tests pass a map).
+
+use clap::Args;
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+use trellis_api::contract::{env, port};
+use trellis_policy::ResourceRef;
+
+/// Reads environment variables.
+pub trait Env {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).cloned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid listener {value:?}: expected LISTEN_ADDR=TARGET_ADDR (e.g. 127.0.0.1:9000=198.19.0.10:80)")]
+    Fixed { value: String },
+    #[error("invalid duration {value:?} for {flag}: {reason}")]
+    Duration {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("--controller and --policy-file exclude each other")]
+    TwoSources,
+    #[error("{0} is set without {1}")]
+    HalfWorkload(&'static str, &'static str),
+}
+
+/// Flags of `trellis-proxy sidecar`.
+#[derive(Clone, Debug, Args)]
+pub struct SidecarArgs {
+    /// The outbound listener (iptables OUTPUT redirects here).
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], port::PROXY_OUTBOUND)))]
+    pub outbound_addr: SocketAddr,
+    /// The inbound listener (iptables PREROUTING redirects here; peers dial it).
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], port::PROXY_INBOUND)))]
+    pub inbound_addr: SocketAddr,
+    /// The admin listener: /metrics, /ready, /live, /config, POST /shutdown.
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], port::PROXY_ADMIN)))]
+    pub admin_addr: SocketAddr,
+    /// The controller's discovery service, host:port (default: $TRELLIS_CONTROLLER_ADDR).
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// Serve policies from this YAML file instead of the controller; reloaded on change.
+    #[arg(long)]
+    pub policy_file: Option<PathBuf>,
+    /// An extra outbound listener with a fixed target instead of SO_ORIGINAL_DST:
+    /// LISTEN=TARGET (repeatable).
+    #[arg(long = "outbound-fixed", value_name = "LISTEN=TARGET")]
+    pub outbound_fixed: Vec<String>,
+    /// An extra inbound listener forwarding to a fixed application address:
+    /// LISTEN=APP (repeatable).
+    #[arg(long = "inbound-fixed", value_name = "LISTEN=APP")]
+    pub inbound_fixed: Vec<String>,
+    /// The port peers' proxies accept mesh connections on.
+    #[arg(long, default_value_t = port::PROXY_INBOUND)]
+    pub mesh_port: u16,
+    /// Runtime worker threads (a sidecar needs few).
+    #[arg(long, default_value_t = 1)]
+    pub worker_threads: usize,
+    /// How long to wait for a client's first bytes before treating the
+    /// connection as opaque (server-speaks-first protocols).
+    #[arg(long, default_value = "300ms")]
+    pub detect_timeout: String,
+    /// Drop the policy watch of a target unused for this long.
+    #[arg(long, default_value = "10m")]
+    pub idle_target_timeout: String,
+    /// On SIGTERM or POST /shutdown, how long in-flight work may take.
+    #[arg(long, default_value = "25s")]
+    pub shutdown_grace: String,
+}
+
+/// Where policies come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceConfig {
+    Controller(String),
+    File(PathBuf),
+    None,
+}
+
+/// The sidecar's configuration, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub outbound_addr: SocketAddr,
+    pub inbound_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub outbound_fixed: Vec<(SocketAddr, SocketAddr)>,
+    pub inbound_fixed: Vec<(SocketAddr, SocketAddr)>,
+    pub source: SourceConfig,
+    pub workload: Option<ResourceRef>,
+    pub mesh_port: u16,
+    pub worker_threads: usize,
+    pub detect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn new(args: &SidecarArgs, env: &dyn Env) -> Result<Self, Error> {
+        let source = match (
+            args.controller.clone().or_else(|| env.get(env::CONTROLLER_ADDR)),
+            &args.policy_file,
+        ) {
+            (Some(_), Some(_)) if args.controller.is_some() => return Err(Error::TwoSources),
+            (_, Some(f)) => SourceConfig::File(f.clone()),
+            (Some(c), None) => SourceConfig::Controller(c),
+            (None, None) => SourceConfig::None,
+        };
+        let workload = match (env.get(env::POD_NAMESPACE), env.get(env::POD_NAME)) {
+            (Some(ns), Some(name)) => Some(ResourceRef::new(ns, name)),
+            (None, None) => None,
+            (Some(_), None) => return Err(Error::HalfWorkload(env::POD_NAMESPACE, env::POD_NAME)),
+            (None, Some(_)) => return Err(Error::HalfWorkload(env::POD_NAME, env::POD_NAMESPACE)),
+        };
+        Ok(Self {
+            outbound_addr: args.outbound_addr,
+            inbound_addr: args.inbound_addr,
+            admin_addr: args.admin_addr,
+            outbound_fixed: fixed(&args.outbound_fixed)?,
+            inbound_fixed: fixed(&args.inbound_fixed)?,
+            source,
+            workload,
+            mesh_port: args.mesh_port,
+            worker_threads: args.worker_threads.max(1),
+            detect_timeout: duration("--detect-timeout", &args.detect_timeout)?,
+            idle_timeout: duration("--idle-target-timeout", &args.idle_target_timeout)?,
+            shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
+        })
+    }
+}
+
+fn fixed(values: &[String]) -> Result<Vec<(SocketAddr, SocketAddr)>, Error> {
+    values
+        .iter()
+        .map(|v| {
+            let err = || Error::Fixed { value: v.clone() };
+            let (l, t) = v.split_once('=').ok_or_else(err)?;
+            Ok((l.parse().map_err(|_| err())?, t.parse().map_err(|_| err())?))
+        })
+        .collect()
+}
+
+fn duration(flag: &'static str, value: &str) -> Result<Duration, Error> {
+    trellis_policy::duration::parse(value).map_err(|e| Error::Duration {
+        flag,
+        value: value.to_string(),
+        reason: e.reason.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sidecar: SidecarArgs,
+    }
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config, Error> {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
+        let env: HashMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::new(&cli.sidecar, &env)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = config(&[], &[]).unwrap();
+        assert_eq!(c.outbound_addr.port(), port::PROXY_OUTBOUND);
+        assert_eq!(c.inbound_addr.port(), port::PROXY_INBOUND);
+        assert_eq!(c.admin_addr.port(), port::PROXY_ADMIN);
+        assert_eq!(c.detect_timeout, Duration::from_millis(300));
+        assert_eq!(c.source, SourceConfig::None);
+        assert_eq!(c.workload, None);
+    }
+
+    #[test]
+    fn the_environment_names_controller_and_workload() {
+        let c = config(
+            &[],
+            &[
+                (env::CONTROLLER_ADDR, "ctl:8090"),
+                (env::POD_NAMESPACE, "shop"),
+                (env::POD_NAME, "web-0"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.source, SourceConfig::Controller("ctl:8090".into()));
+        assert_eq!(c.workload, Some(ResourceRef::new("shop", "web-0")));
+        // A policy file wins over a controller from the environment.
+        let c = config(&["--policy-file", "/p.yaml"], &[(env::CONTROLLER_ADDR, "ctl:8090")]).unwrap();
+        assert_eq!(c.source, SourceConfig::File("/p.yaml".into()));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+            (&["--outbound-fixed", "127.0.0.1:1"], &[], "127.0.0.1:1"),
+            (&["--detect-timeout", "3 s"], &[], "--detect-timeout"),
+            (&["--controller", "c:1", "--policy-file", "p"], &[], "exclude"),
+            (&[], &[(env::POD_NAME, "p")], env::POD_NAMESPACE),
+        ];
+        for (args, env, want) in cases {
+            let err = config(args, env).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
+        let c = config(&["--outbound-fixed", "127.0.0.1:9000=198.19.0.1:80"], &[]).unwrap();
+        assert_eq!(
+            c.outbound_fixed,
+            vec![("127.0.0.1:9000".parse().unwrap(), "198.19.0.1:80".parse().unwrap())]
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Watches against the controller's discovery service.
+
+use super::{Backoff, InboundWatch, OutboundWatch, Ready, apply_outbound};
+use crate::{metrics::Metrics, upstream::Upstreams};
+use futures::StreamExt;
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
+use tonic::transport::{Channel, Endpoint};
+use trellis_api::{
+    InboundTarget, OutboundTarget,
+    proto::discovery::{
+        inbound_policies_client::InboundPoliciesClient,
+        outbound_policies_client::OutboundPoliciesClient,
+    },
+    watch,
+};
+use trellis_policy::{InboundPolicy, OutboundPolicy, ResourceRef, Target};
+
+/// A lazily connected channel to the controller, shared by every watch.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    endpoint: Endpoint,
+    channel: Channel,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid controller address {addr:?}: {source}")]
+pub struct InvalidAddress {
+    addr: String,
+    source: tonic::transport::Error,
+}
+
+impl Controller {
+    /// `addr` is `host:port` or a URI.
+    pub fn new(addr: &str) -> Result<Self, InvalidAddress> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|source| InvalidAddress {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = endpoint.connect_lazy();
+        Ok(Self { endpoint, channel })
+    }
+
+    /// Connects once in the background and marks the proxy ready when the
+    /// controller answers.
+    pub(super) fn spawn_readiness(&self, ready: Arc<Ready>, metrics: Arc<Metrics>) {
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            let mut backoff = Backoff(0);
+            loop {
+                match endpoint.connect().await {
+                    Ok(_) => {
+                        tracing::info!(controller = %endpoint.uri(), "connected to the controller");
+                        metrics.controller_connected(true);
+                        ready.set_policy();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(controller = %endpoint.uri(), error = %e, "controller unreachable");
+                        tokio::time::sleep(backoff.next()).await;
+                    }
+                }
+            }
+        });
+    }
+
+    pub(super) async fn watch_outbound(
+        self,
+        target: Target,
+        workload: Option<ResourceRef>,
+        w: Weak<OutboundWatch>,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+    ) {
+        let request = OutboundTarget {
+            target,
+            client_namespace: workload.as_ref().map(|w| w.namespace.clone()).unwrap_or_default(),
+            client_workload: workload.map(|w| w.name).unwrap_or_default(),
+        };
+        let mut backoff = Backoff(0);
+        loop {
+            let mut client = OutboundPoliciesClient::new(self.channel.clone());
+            match client.watch(tonic::Request::new((&request).into())).await {
+                Ok(rsp) => {
+                    metrics.controller_connected(true);
+                    let mut updates =
+                        watch::updates::<_, Option<OutboundPolicy>>(rsp.into_inner());
+                    while let Some(u) = updates.next().await {
+                        let Some(watch) = w.upgrade() else { return };
+                        match u {
+                            Ok(policy) => {
+                                backoff.reset();
+                                apply_outbound(&watch, target, policy, &upstreams, &metrics);
+                            }
+                            Err(watch::Error::Invalid(e)) => {
+                                tracing::warn!(target = %target.0, error = %e, "refused a policy update; keeping the previous one");
+                                metrics.update_invalid();
+                            }
+                            Err(watch::Error::Status(s)) => {
+                                tracing::debug!(target = %target.0, status = %s, "policy stream broke");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => {
+                    tracing::debug!(target = %target.0, %status, "policy watch failed");
+                    if status.code() == tonic::Code::Unavailable {
+                        metrics.controller_connected(false);
+                    }
+                }
+            }
+            let Some(watch) = w.upgrade() else { return };
+            watch.unavailable();
+            drop(watch);
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+
+    pub(super) async fn watch_inbound(
+        self,
+        workload: ResourceRef,
+        port: u16,
+        w: Weak<InboundWatch>,
+    ) {
+        let request = InboundTarget { workload, port };
+        let mut backoff = Backoff(0);
+        loop {
+            let mut client = InboundPoliciesClient::new(self.channel.clone());
+            if let Ok(rsp) = client.watch(tonic::Request::new((&request).into())).await {
+                let mut updates = watch::updates::<_, InboundPolicy>(rsp.into_inner());
+                while let Some(u) = updates.next().await {
+                    let Some(watch) = w.upgrade() else { return };
+                    match u {
+                        Ok(policy) => {
+                            backoff.reset();
+                            watch.publish(Arc::new(Some(policy)));
+                        }
+                        Err(watch::Error::Invalid(e)) => {
+                            tracing::warn!(port, error = %e, "refused an inbound policy update");
+                        }
+                        Err(watch::Error::Status(_)) => break,
+                    }
+                }
+            }
+            let Some(watch) = w.upgrade() else { return };
+            watch.unavailable();
+            drop(watch);
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+}

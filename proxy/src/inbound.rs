@@ -1,0 +1,274 @@
+//! The inbound side: connections to the workload, redirected to the proxy,
+//! and mesh connections from peer proxies.
+//!
+//! ```text
+//!  accept ──► original destination
+//!     ├─ the inbound port itself: a peer proxy ──► Accept (TLS with mTLS) ──► preamble
+//!     │      ├─ multiplexed: HTTP/2; per request the port and protocol from
+//!     │      │  the mesh headers, restored ──► app
+//!     │      └─ opaque: the preamble's port ──┐
+//!     └─ another port: a plain client ────────┴─► protocol (inbound policy hint,
+//!                                                else detect) ──► app at pod IP:port
+//! ```
+//!
+//! The application is always reached at the pod's own IP (the address the
+//! client dialled), never 127.0.0.1, so a port bound to localhost stays
+//! private. The proxy's uid is exempt from capture, so this never loops.
+
+use crate::{
+    Drain,
+    body::Body,
+    detect::{self, Detected},
+    discovery::Discovery,
+    http::{error_response, forward_upgrade, is_upgrade, upstream_error},
+    mesh::{self, Accept, Kind, Preamble},
+    metrics::{self, Direction, Metrics, Name, RouteLabels, TcpLabels},
+    outbound::protocol_name,
+    transport::{self, OrigDst},
+    upstream::{self, Upstream, Upstreams},
+};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::{body::Incoming, service::service_fn};
+use parking_lot::Mutex;
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+use tokio::{net::TcpListener, time::Instant};
+use tokio_util::sync::CancellationToken;
+use trellis_api::contract::header::CLIENT_ID;
+use trellis_policy::{Protocol, SpiffeId};
+
+/// How long a first connection to a port waits for its inbound policy
+/// before detecting the protocol itself.
+const HINT_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub struct Inbound {
+    pub discovery: Arc<Discovery>,
+    pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
+    pub acceptor: Arc<dyn Accept>,
+    pub detect_timeout: Duration,
+}
+
+impl Inbound {
+    /// Accepts until drained. `fixed` replaces the original destination (an
+    /// application address, for running without iptables).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, fixed: Option<SocketAddr>, drain: Drain) {
+        let local = listener.local_addr().ok();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = drain.token.cancelled() => return,
+            };
+            let (tcp, _) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let orig = match fixed {
+                Some(app) => OrigDst(app),
+                None => match transport::orig_dst(&tcp) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no original destination");
+                        continue;
+                    }
+                },
+            };
+            let from_peer = fixed.is_none() && local.map(|l| l.port()) == Some(orig.0.port());
+            let this = self.clone();
+            let token = drain.token.clone();
+            drain.tracker.spawn(async move {
+                if from_peer {
+                    this.mesh(tcp, orig.0.ip(), token).await;
+                } else {
+                    this.app_connection(Box::new(tcp), orig.0, None, token)
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// A connection from a peer proxy.
+    async fn mesh(self: Arc<Self>, tcp: tokio::net::TcpStream, pod_ip: IpAddr, token: CancellationToken) {
+        let accepted = match self.acceptor.accept(tcp).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "mesh handshake failed");
+                return;
+            }
+        };
+        let mut io = accepted.io;
+        let preamble = match Preamble::read(&mut io).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "refused a connection to the inbound port");
+                return;
+            }
+        };
+        match preamble.kind {
+            Kind::Opaque => {
+                let app = SocketAddr::new(pod_ip, preamble.port);
+                self.app_connection(io, app, accepted.client_id, token).await;
+            }
+            Kind::Multiplexed => {
+                self.metrics.detected(Direction::Inbound, "mesh");
+                let svc = Arc::new(InboundHttp {
+                    apps: Apps::new(pod_ip, self.upstreams.clone()),
+                    client_id: accepted.client_id,
+                    metrics: self.metrics.clone(),
+                    mesh: true,
+                });
+                let service = service_fn(move |req| {
+                    let svc = svc.clone();
+                    async move { Ok::<_, Infallible>(svc.handle(req).await) }
+                });
+                crate::http::serve(io, Detected::Http2, service, token).await;
+            }
+        }
+    }
+
+    /// A connection for one application port: plain from a client, or an
+    /// opaque mesh stream.
+    async fn app_connection(
+        self: Arc<Self>,
+        mut io: mesh::BoxIo,
+        app: SocketAddr,
+        client_id: Option<SpiffeId>,
+        token: CancellationToken,
+    ) {
+        let hint = {
+            let w = self.discovery.inbound(app.port());
+            w.settled(HINT_TIMEOUT).await;
+            w.load_full().as_ref().as_ref().map(|p| p.protocol)
+        };
+        let (proto, prefix) = match hint {
+            Some(Protocol::Http1) => (Detected::Http1, Bytes::new()),
+            Some(Protocol::Http2 | Protocol::Grpc) => (Detected::Http2, Bytes::new()),
+            Some(Protocol::Opaque | Protocol::Tls) => (Detected::Opaque, Bytes::new()),
+            Some(Protocol::Detect) | None => match detect::detect(&mut io, self.detect_timeout).await {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+        };
+        self.metrics
+            .detected(Direction::Inbound, protocol_name(proto));
+        match proto {
+            Detected::Http1 | Detected::Http2 => {
+                let svc = Arc::new(InboundHttp {
+                    apps: Apps::new(app.ip(), self.upstreams.clone()),
+                    client_id,
+                    metrics: self.metrics.clone(),
+                    mesh: false,
+                });
+                let port = app.port();
+                let service = service_fn(move |req| {
+                    let svc = svc.clone();
+                    async move { Ok::<_, Infallible>(svc.handle_port(req, port).await) }
+                });
+                crate::http::serve(transport::Rewind::new(prefix, io), proto, service, token).await;
+            }
+            Detected::Opaque => {
+                let guard = self.metrics.tcp_open(TcpLabels {
+                    direction: Direction::Inbound,
+                    service: Name::from(app.port().to_string()),
+                });
+                match transport::connect(app).await {
+                    Ok(mut server) => match transport::splice(&mut io, &prefix, &mut server).await {
+                        Ok(m) => guard.bytes(m.sent, m.received),
+                        Err(e) => tracing::debug!(error = %e, "inbound opaque connection"),
+                    },
+                    Err(e) => tracing::debug!(%app, error = %e, "application refused"),
+                }
+            }
+        }
+    }
+}
+
+/// The application's ports on this pod, each with its connections.
+#[derive(Debug)]
+struct Apps {
+    ip: IpAddr,
+    upstreams: Arc<Upstreams>,
+    ports: Mutex<Vec<(u16, Arc<Upstream>, Name)>>,
+}
+
+impl Apps {
+    fn new(ip: IpAddr, upstreams: Arc<Upstreams>) -> Self {
+        Self {
+            ip,
+            upstreams,
+            ports: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn get(&self, port: u16) -> (Arc<Upstream>, Name) {
+        let mut ports = self.ports.lock();
+        if let Some((_, u, n)) = ports.iter().find(|(p, _, _)| *p == port) {
+            return (u.clone(), n.clone());
+        }
+        let u = self.upstreams.direct(SocketAddr::new(self.ip, port));
+        let n = Name::from(port.to_string());
+        ports.push((port, u.clone(), n.clone()));
+        (u, n)
+    }
+}
+
+/// Serves requests for the application.
+#[derive(Debug)]
+struct InboundHttp {
+    apps: Apps,
+    client_id: Option<SpiffeId>,
+    metrics: Arc<Metrics>,
+    mesh: bool,
+}
+
+impl InboundHttp {
+    /// A request off a multiplexed mesh connection: its port and protocol
+    /// come from the mesh headers.
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
+        if !self.mesh {
+            return error_response(StatusCode::BAD_REQUEST, "not a mesh connection");
+        }
+        match upstream::from_mesh(&mut req) {
+            Some(port) => self.handle_port(req, port).await,
+            None => error_response(StatusCode::BAD_REQUEST, "mesh request without its destination headers"),
+        }
+    }
+
+    async fn handle_port(&self, mut req: Request<Incoming>, port: u16) -> Response<Body> {
+        let start = Instant::now();
+        let (app, name) = self.apps.get(port);
+        // Only the proxy may say who the client is.
+        req.headers_mut().remove(CLIENT_ID);
+        if let Some(id) = &self.client_id
+            && let Ok(v) = http::HeaderValue::from_str(id.as_str())
+        {
+            req.headers_mut().insert(CLIENT_ID, v);
+        }
+        let result = if is_upgrade(&req) {
+            forward_upgrade(req, |req| app.send_upgrade(req)).await
+        } else {
+            app.send(req).await
+        };
+        let rsp = result.unwrap_or_else(|e| upstream_error(&e));
+        let labels = RouteLabels {
+            direction: Direction::Inbound,
+            service: name.clone(),
+            route: metrics::fixed::empty(),
+            backend: name,
+        };
+        self.metrics
+            .request(&labels, rsp.status().as_u16(), start.elapsed());
+        rsp
+    }
+}

@@ -1,0 +1,202 @@
+//! `trellis-proxy` is the Trellis data plane: the sidecar that transparently
+//! captures a pod's traffic (this crate's [`Sidecar`]), the capture-rule
+//! installer for pods without the CNI plugin ([`init`]), and later the
+//! ingress gateway. It depends on `trellis-policy` for every routing
+//! decision, on `trellis-api` for the discovery contract, and never on
+//! Kubernetes crates.
+//!
+//! ```text
+//!  app ─► iptables ─► outbound :15101 ─► orig dst ─► discovery (lazy, cached)
+//!                     ─► detect ─► HTTP: route ─► filters ─► split ─► balance ─► endpoint
+//!                               └► opaque: backend ─► balance ─► splice
+//!                     endpoint: unmeshed ─► as the app sent it
+//!                               meshed ───► mesh (preamble, one HTTP/2 per peer) ─┐
+//!                                                                                 ▼
+//!  peer inbound :15106 ─► accept (mTLS seam) ─► preamble ─► restore protocol ─► app at pod IP
+//! ```
+//!
+//! Modules, in the order a connection meets them: [`transport`] (sockets,
+//! original destination), [`detect`], [`discovery`], [`outbound`] /
+//! [`inbound`], [`balance`], [`upstream`] and [`client`] (pools), [`mesh`]
+//! (the proxy-to-proxy format and the connection seam where TLS plugs in),
+//! [`admin`] and [`metrics`].
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod client;
+pub mod config;
+pub mod detect;
+pub mod discovery;
+pub mod http;
+pub mod inbound;
+pub mod init;
+pub mod mesh;
+pub mod metrics;
+pub mod outbound;
+pub mod transport;
+pub mod upstream;
+
+use crate::{
+    config::{Config, SourceConfig},
+    discovery::{Controller, Discovery, Ready, Source},
+    metrics::Metrics,
+    upstream::Upstreams,
+};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// Stops the listeners and tracks the connections still being served.
+#[derive(Clone, Debug, Default)]
+pub struct Drain {
+    pub token: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bind(#[from] transport::Error),
+    #[error(transparent)]
+    PolicyFile(#[from] discovery::file::Error),
+    #[error(transparent)]
+    Controller(#[from] discovery::InvalidAddress),
+}
+
+/// A running sidecar.
+#[derive(Debug)]
+pub struct Sidecar {
+    pub outbound_addr: SocketAddr,
+    pub inbound_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// The actual addresses of `--outbound-fixed` / `--inbound-fixed`
+    /// listeners, in order.
+    pub outbound_fixed: Vec<SocketAddr>,
+    pub inbound_fixed: Vec<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub discovery: Arc<Discovery>,
+    pub ready: Arc<Ready>,
+    drain: Drain,
+    admin_stop: CancellationToken,
+    grace: Duration,
+}
+
+impl Sidecar {
+    /// Binds every listener and starts serving (mesh connections in
+    /// plaintext).
+    pub async fn start(config: &Config) -> Result<Self, Error> {
+        Self::start_with(config, Arc::new(mesh::Plain), Arc::new(mesh::Plain)).await
+    }
+
+    /// Starts with the given mesh connection establishment: the identity
+    /// issue passes its TLS `Connect` and `Accept` here.
+    pub async fn start_with(
+        config: &Config,
+        connector: Arc<dyn mesh::Connect>,
+        acceptor: Arc<dyn mesh::Accept>,
+    ) -> Result<Self, Error> {
+        let metrics = Arc::new(Metrics::new());
+        let ready = Ready::new();
+        let source = match &config.source {
+            SourceConfig::Controller(addr) => Source::Controller(Controller::new(addr)?),
+            SourceConfig::File(path) => Source::File(discovery::file::watch_file(path.clone())?),
+            SourceConfig::None => Source::None,
+        };
+        let upstreams = Upstreams::new(config.mesh_port, connector);
+        let discovery = Discovery::new(
+            source,
+            discovery::Config {
+                workload: config.workload.clone(),
+                idle_timeout: config.idle_timeout,
+            },
+            upstreams.clone(),
+            metrics.clone(),
+            &ready,
+        );
+        let drain = Drain::default();
+        let outbound = Arc::new(outbound::Outbound {
+            discovery: discovery.clone(),
+            upstreams: upstreams.clone(),
+            metrics: metrics.clone(),
+            detect_timeout: config.detect_timeout,
+        });
+        let inbound = Arc::new(inbound::Inbound {
+            discovery: discovery.clone(),
+            upstreams,
+            metrics: metrics.clone(),
+            acceptor,
+            detect_timeout: config.detect_timeout,
+        });
+
+        let out_l = transport::bind(config.outbound_addr)?;
+        let in_l = transport::bind(config.inbound_addr)?;
+        let admin_l = transport::bind(config.admin_addr)?;
+        let addr = |l: &tokio::net::TcpListener| l.local_addr().map(transport::unmap);
+        let local = |l: &tokio::net::TcpListener, a: SocketAddr| addr(l).unwrap_or(a);
+        let outbound_addr = local(&out_l, config.outbound_addr);
+        let inbound_addr = local(&in_l, config.inbound_addr);
+        let admin_addr = local(&admin_l, config.admin_addr);
+
+        let mut outbound_fixed = Vec::new();
+        for (listen, target) in &config.outbound_fixed {
+            let l = transport::bind(*listen)?;
+            outbound_fixed.push(local(&l, *listen));
+            tokio::spawn(outbound.clone().serve(l, Some(*target), drain.clone()));
+        }
+        let mut inbound_fixed = Vec::new();
+        for (listen, app) in &config.inbound_fixed {
+            let l = transport::bind(*listen)?;
+            inbound_fixed.push(local(&l, *listen));
+            tokio::spawn(inbound.clone().serve(l, Some(*app), drain.clone()));
+        }
+        tokio::spawn(outbound.serve(out_l, None, drain.clone()));
+        tokio::spawn(inbound.serve(in_l, None, drain.clone()));
+
+        let admin_stop = CancellationToken::new();
+        let admin = Arc::new(admin::Admin {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+            discovery: discovery.clone(),
+            shutdown: drain.token.clone(),
+        });
+        tokio::spawn(admin.serve(admin_l, admin_stop.clone()));
+        tracing::info!(%outbound_addr, %inbound_addr, %admin_addr, "sidecar started");
+        Ok(Self {
+            outbound_addr,
+            inbound_addr,
+            admin_addr,
+            outbound_fixed,
+            inbound_fixed,
+            metrics,
+            discovery,
+            ready,
+            drain,
+            admin_stop,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// Resolves when a drain was requested (`POST /shutdown`).
+    pub async fn shutdown_requested(&self) {
+        self.drain.token.cancelled().await;
+    }
+
+    /// Stops accepting, lets connections in flight finish within the grace
+    /// period, then stops the admin listener. Returns whether everything
+    /// finished in time.
+    pub async fn drain(self) -> bool {
+        self.drain.token.cancel();
+        self.drain.tracker.close();
+        let finished = tokio::time::timeout(self.grace, self.drain.tracker.wait())
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(
+                open = self.drain.tracker.len(),
+                "grace period over; closing the remaining connections"
+            );
+        }
+        self.admin_stop.cancel();
+        finished
+    }
+}

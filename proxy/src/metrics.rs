@@ -1,0 +1,333 @@
+//! Prometheus metrics of the proxy, served as text on the admin port.
+//!
+//! Label values are `Arc<str>` prepared when a policy is resolved, so
+//! recording a request clones pointers and allocates nothing.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use std::{fmt::Write, sync::Arc, time::Duration};
+
+/// A label value shared by every request that carries it.
+pub type Name = Arc<str>;
+
+/// Label values used on every request, allocated once.
+pub mod fixed {
+    use super::Name;
+    use std::sync::LazyLock;
+
+    macro_rules! names {
+        ($($f:ident = $v:literal),* $(,)?) => {$(
+            pub fn $f() -> Name {
+                static N: LazyLock<Name> = LazyLock::new(|| Name::from($v));
+                N.clone()
+            }
+        )*};
+    }
+
+    names! {
+        empty = "",
+        none = "none",
+        default_route = "default",
+        original_destination = "original-destination",
+    }
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, e: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        e.write_str(match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        })
+    }
+}
+
+/// Where a request went: direction, target Service, route and backend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub direction: Direction,
+    pub service: Name,
+    pub route: Name,
+    pub backend: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: Direction,
+    service: Name,
+    route: Name,
+    backend: Name,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub direction: Direction,
+    pub service: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    direction: Direction,
+    service: Name,
+    /// `sent` (client to server) or `received`.
+    flow: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    direction: Direction,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~26 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 20,
+    ))
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric of the proxy.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_open: Family<TcpLabels, Gauge>,
+    tcp_bytes: Family<BytesLabels, Counter>,
+    detected: Family<ProtocolLabels, Counter>,
+    controller_connected: Gauge,
+    targets: Family<StateLabels, Gauge>,
+    updates: Counter,
+    invalid_updates: Counter,
+    unavailable_forwarded: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("trellis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests by direction, target Service, route, backend and status code",
+            requests.clone(),
+        );
+        let latency = LatencyFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response head of HTTP requests",
+            latency.clone(),
+        );
+        let tcp_opened = Family::<TcpLabels, Counter>::default();
+        registry.register(
+            "tcp_connections_opened",
+            "TCP connections forwarded",
+            tcp_opened.clone(),
+        );
+        let tcp_open = Family::<TcpLabels, Gauge>::default();
+        registry.register(
+            "tcp_connections_open",
+            "TCP connections being forwarded",
+            tcp_open.clone(),
+        );
+        let tcp_bytes = Family::<BytesLabels, Counter>::default();
+        registry.register(
+            "tcp_bytes",
+            "Bytes of opaque TCP connections",
+            tcp_bytes.clone(),
+        );
+        let detected = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "connections_detected",
+            "Accepted connections by the protocol the proxy read them as",
+            detected.clone(),
+        );
+        let controller_connected = Gauge::default();
+        registry.register(
+            "discovery_controller_connected",
+            "1 while the proxy holds a connection to the controller",
+            controller_connected.clone(),
+        );
+        let targets = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "discovery_targets",
+            "Targets whose policy the proxy watches, by state",
+            targets.clone(),
+        );
+        let updates = Counter::default();
+        registry.register(
+            "discovery_updates",
+            "Policy updates applied",
+            updates.clone(),
+        );
+        let invalid_updates = Counter::default();
+        registry.register(
+            "discovery_invalid_updates",
+            "Policy updates refused because they did not convert",
+            invalid_updates.clone(),
+        );
+        let unavailable_forwarded = Counter::default();
+        registry.register(
+            "discovery_unavailable_forwarded",
+            "Connections to never-seen targets forwarded to their original destination while the controller was unreachable",
+            unavailable_forwarded.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            tcp_opened,
+            tcp_open,
+            tcp_bytes,
+            detected,
+            controller_connected,
+            targets,
+            updates,
+            invalid_updates,
+            unavailable_forwarded,
+        }
+    }
+
+    pub fn request(&self, labels: &RouteLabels, status: u16, elapsed: Duration) {
+        let RouteLabels {
+            direction,
+            service,
+            route,
+            backend,
+        } = labels;
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction: *direction,
+                service: service.clone(),
+                route: route.clone(),
+                backend: backend.clone(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an opened TCP connection; the guard counts it closed.
+    pub fn tcp_open(self: &Arc<Self>, labels: TcpLabels) -> TcpGuard {
+        self.tcp_opened.get_or_create(&labels).inc();
+        self.tcp_open.get_or_create(&labels).inc();
+        TcpGuard {
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
+    pub fn detected(&self, direction: Direction, protocol: &'static str) {
+        self.detected
+            .get_or_create(&ProtocolLabels {
+                direction,
+                protocol,
+            })
+            .inc();
+    }
+
+    pub fn controller_connected(&self, up: bool) {
+        self.controller_connected.set(i64::from(up));
+    }
+
+    pub fn targets(&self, state: &'static str, n: i64) {
+        self.targets.get_or_create(&StateLabels { state }).set(n);
+    }
+
+    pub fn update_applied(&self) {
+        self.updates.inc();
+    }
+
+    pub fn update_invalid(&self) {
+        self.invalid_updates.inc();
+    }
+
+    pub fn unavailable_forwarded(&self) {
+        self.unavailable_forwarded.inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// An open TCP connection, counted until dropped.
+#[derive(Debug)]
+pub struct TcpGuard {
+    metrics: Arc<Metrics>,
+    labels: TcpLabels,
+}
+
+impl TcpGuard {
+    pub fn bytes(&self, sent: u64, received: u64) {
+        for (flow, n) in [("sent", sent), ("received", received)] {
+            self.metrics
+                .tcp_bytes
+                .get_or_create(&BytesLabels {
+                    direction: self.labels.direction,
+                    service: self.labels.service.clone(),
+                    flow,
+                })
+                .inc_by(n);
+        }
+    }
+}
+
+impl Drop for TcpGuard {
+    fn drop(&mut self) {
+        self.metrics.tcp_open.get_or_create(&self.labels).dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_labelled() {
+        let m = Metrics::new();
+        let labels = RouteLabels {
+            direction: Direction::Outbound,
+            service: "shop/web:80".into(),
+            route: "HTTPRoute shop/split".into(),
+            backend: "shop/web-v2:80".into(),
+        };
+        m.request(&labels, 200, Duration::from_millis(3));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"trellis_requests_total{direction="outbound",service="shop/web:80",route="HTTPRoute shop/split",backend="shop/web-v2:80",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("trellis_request_duration_seconds_bucket"));
+    }
+}

@@ -1,0 +1,206 @@
+//! A target's policy prepared for the hot path: route tables sorted once,
+//! one balancer per backend Service (kept across updates, so endpoint loads
+//! and pooled connections survive a policy change), and metric labels
+//! rendered once.
+
+use crate::{balance::Balancer, metrics::Name, upstream::Upstreams};
+use std::{collections::HashMap, sync::Arc};
+use trellis_policy::{
+    Backend, HttpBackend, OutboundPolicy, ServiceBackend, Target,
+    find::{GrpcRouteTable, HttpRouteTable},
+};
+
+/// A backend Service with its balancer and label.
+#[derive(Debug)]
+pub struct BackendState {
+    pub name: Name,
+    pub balancer: Arc<Balancer>,
+}
+
+/// Per rule: its metrics label and, per backend of the rule, the balancer
+/// (`None` for an invalid backend, which answers 500).
+#[derive(Debug)]
+pub struct RuleState {
+    pub label: Name,
+    pub backends: Vec<Option<Arc<BackendState>>>,
+}
+
+/// The resolved policy of one target.
+#[derive(Debug)]
+pub struct Resolved {
+    pub target: Target,
+    /// `None`: not a Service (or nothing known); forward to the original
+    /// destination.
+    pub policy: Option<Arc<OutboundPolicy>>,
+    pub service: Name,
+    pub http: HttpRouteTable,
+    pub grpc: GrpcRouteTable,
+    /// `[route][rule]` of `http` and `grpc`.
+    pub http_rules: Vec<Vec<RuleState>>,
+    pub grpc_rules: Vec<Vec<RuleState>>,
+    /// The Service itself, for traffic no route governs.
+    pub default: Option<Arc<BackendState>>,
+    /// Every backend by name, to carry balancers over to the next policy.
+    by_name: HashMap<String, Arc<BackendState>>,
+}
+
+impl Resolved {
+    pub fn no_policy(target: Target) -> Self {
+        Self {
+            target,
+            policy: None,
+            service: Name::from(""),
+            http: HttpRouteTable::new(Vec::new()),
+            grpc: GrpcRouteTable::new(Vec::new()),
+            http_rules: Vec::new(),
+            grpc_rules: Vec::new(),
+            default: None,
+            by_name: HashMap::new(),
+        }
+    }
+
+    /// Prepares `policy`, reusing balancers and endpoints of `prev`.
+    pub fn build(
+        target: Target,
+        policy: Option<Arc<OutboundPolicy>>,
+        prev: Option<&Resolved>,
+        upstreams: &Upstreams,
+    ) -> Self {
+        let Some(p) = policy else {
+            return Self::no_policy(target);
+        };
+        let mut by_name = HashMap::new();
+        let empty = HashMap::new();
+        let prev = prev.map_or(&empty, |r| &r.by_name);
+        let mut backend = |b: &Backend| match b {
+            Backend::Service(s) => Some(backend_state(s, prev, &mut by_name, upstreams)),
+            Backend::Invalid { .. } => None,
+        };
+        let default = backend(&p.backend);
+        let rules = |label: String, backends: &[HttpBackend], backend: &mut dyn FnMut(&Backend) -> Option<Arc<BackendState>>| RuleState {
+            label: Name::from(label),
+            backends: backends.iter().map(|b| backend(&b.backend)).collect(),
+        };
+        let http_rules = p
+            .http_routes
+            .iter()
+            .map(|r| {
+                r.rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, rule)| rules(rule_label(&r.meta, rule.name.as_deref(), i), &rule.backends, &mut backend))
+                    .collect()
+            })
+            .collect();
+        let grpc_rules = p
+            .grpc_routes
+            .iter()
+            .map(|r| {
+                r.rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, rule)| rules(rule_label(&r.meta, rule.name.as_deref(), i), &rule.backends, &mut backend))
+                    .collect()
+            })
+            .collect();
+        for tcp in p.tcp_routes.iter().flat_map(|r| &r.rules).chain(p.tls_routes.iter().flat_map(|r| &r.rules)) {
+            for b in &tcp.backends {
+                backend(&b.backend);
+            }
+        }
+        Self {
+            target,
+            service: Name::from(format!("{}:{}", p.service, p.port)),
+            http: HttpRouteTable::new(p.http_routes.clone()),
+            grpc: GrpcRouteTable::new(p.grpc_routes.clone()),
+            http_rules,
+            grpc_rules,
+            default,
+            by_name,
+            policy: Some(p),
+        }
+    }
+
+    /// The balancer of a backend of this policy.
+    pub fn backend(&self, b: &Backend) -> Option<&Arc<BackendState>> {
+        match b {
+            Backend::Service(s) => self.by_name.get(&backend_key(s)),
+            Backend::Invalid { .. } => None,
+        }
+    }
+
+    /// Every backend's endpoints with their load, for `/config`.
+    pub fn endpoints_json(&self) -> serde_json::Value {
+        let backends: serde_json::Map<String, serde_json::Value> = self
+            .by_name
+            .iter()
+            .map(|(name, b)| {
+                let eps: Vec<_> = b
+                    .balancer
+                    .endpoints()
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "addr": u.addr.to_string(),
+                            "identity": u.identity.as_ref().map(|i| i.as_str()),
+                            "pending": u.load.pending(),
+                            "ewmaMs": u.load.ewma_ns() / 1e6,
+                        })
+                    })
+                    .collect();
+                (name.clone(), serde_json::Value::Array(eps))
+            })
+            .collect();
+        serde_json::Value::Object(backends)
+    }
+}
+
+fn rule_label(meta: &trellis_policy::RouteRef, name: Option<&str>, index: usize) -> String {
+    match name {
+        Some(n) => format!("{meta} rule {n}"),
+        None => format!("{meta} rule {index}"),
+    }
+}
+
+fn backend_key(s: &ServiceBackend) -> String {
+    format!("{}:{}", s.service, s.port)
+}
+
+/// The backend's state, reusing the previous balancer and the endpoints
+/// that did not change (same address and identity).
+fn backend_state(
+    s: &ServiceBackend,
+    prev: &HashMap<String, Arc<BackendState>>,
+    next: &mut HashMap<String, Arc<BackendState>>,
+    upstreams: &Upstreams,
+) -> Arc<BackendState> {
+    let key = backend_key(s);
+    if let Some(b) = next.get(&key) {
+        return b.clone();
+    }
+    let old = prev.get(&key);
+    let old_eps = old.map(|b| b.balancer.endpoints()).unwrap_or_default();
+    let endpoints = s
+        .endpoints
+        .iter()
+        .map(|e| {
+            old_eps
+                .iter()
+                .find(|u| u.addr == e.addr && u.identity == e.identity)
+                .cloned()
+                .unwrap_or_else(|| upstreams.endpoint(e.addr, e.identity.as_ref()))
+        })
+        .collect();
+    let state = match old {
+        Some(b) => {
+            b.balancer.update(endpoints);
+            b.clone()
+        }
+        None => Arc::new(BackendState {
+            name: Name::from(key.as_str()),
+            balancer: Arc::new(Balancer::new(endpoints)),
+        }),
+    };
+    next.insert(key, state.clone());
+    state
+}
