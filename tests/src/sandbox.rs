@@ -1,0 +1,604 @@
+//! The sandbox's life cycle: `up`, `apply`, `delete`, `down`, `status` and
+//! `exec`, each a short-lived call working on the on-disk [`State`] under
+//! the sandbox's lock, so that any process (`trellisctl`, a test) can drive a
+//! sandbox another one made.
+//!
+//! ```text
+//! up:    preflight → node netns + bridge → controller → reconcile → wait ready
+//! apply: load → add/replace objects → reconcile → wait ready
+//! reconcile: ClusterIPs → pods gone: stop, CNI DEL, delete netns
+//!            → new pods: netns, CNI ADD (loopback; bridge+host-local → trellis-cni)
+//!            → hosts files, Service NAT, controller directory → start apps + sidecars
+//! ```
+
+use crate::cluster;
+use crate::cni;
+use crate::manifest::{self, Object, PodPlan};
+use crate::names::{self, SandboxName};
+use crate::netns;
+use crate::probe;
+use crate::spawn::{self, Bins};
+use crate::state::{self, Dir, PodState, State};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the sandbox needs root (network namespaces, CNI plugins, iptables): run it with sudo")]
+    NotRoot,
+    #[error(
+        "{file} is missing: install the Debian package `{package}` (apt-get install {package})"
+    )]
+    MissingTool { file: String, package: String },
+    #[error(transparent)]
+    Names(#[from] names::Error),
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    #[error(transparent)]
+    State(#[from] state::Error),
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+    #[error(transparent)]
+    Cni(#[from] cni::Error),
+    #[error(transparent)]
+    Spawn(#[from] spawn::Error),
+    #[error("pod {0} has no IP address in its CNI result")]
+    NoIp(String),
+    #[error("no pod matches {0:?} (give `name`, `namespace/name` or a Deployment name)")]
+    NoPod(String),
+    #[error("{what} not ready after {secs} s:\n  {details}")]
+    NotReady {
+        what: String,
+        secs: u64,
+        details: String,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How to make a sandbox.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub name: SandboxName,
+    /// Mesh every namespace, labelled or not.
+    pub mesh_all: bool,
+    /// Where the Trellis binaries are (default: next to the running executable).
+    pub bin_dir: Option<PathBuf>,
+    /// How long `up`/`apply` wait for readiness.
+    pub timeout: Duration,
+}
+
+impl Options {
+    pub fn new(name: &str) -> Result<Self, Error> {
+        Ok(Self {
+            name: SandboxName::new(name)?,
+            mesh_all: false,
+            bin_dir: None,
+            timeout: Duration::from_secs(90),
+        })
+    }
+}
+
+/// Tools the sandbox runs, and the Debian package of each.
+const TOOLS: &[(&str, &str)] = &[
+    ("/usr/lib/cni/bridge", cni::SYSTEM_PLUGIN_PACKAGE),
+    ("/usr/lib/cni/host-local", cni::SYSTEM_PLUGIN_PACKAGE),
+    ("/usr/lib/cni/loopback", cni::SYSTEM_PLUGIN_PACKAGE),
+    ("/usr/sbin/ip", "iproute2"),
+    ("/usr/sbin/nft", "nftables"),
+    ("/usr/sbin/iptables-restore", "iptables"),
+    ("/usr/bin/setpriv", "util-linux"),
+];
+
+/// Checks what the sandbox needs from the system, with a message that says
+/// how to fix it.
+pub fn preflight() -> Result<(), Error> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot);
+    }
+    for (file, package) in TOOLS {
+        if !std::path::Path::new(file).exists() {
+            return Err(Error::MissingTool {
+                file: file.to_string(),
+                package: package.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A handle on an existing sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub name: SandboxName,
+    pub dir: Dir,
+}
+
+impl Sandbox {
+    pub fn open(name: &str) -> Result<Self, Error> {
+        let name = SandboxName::new(name)?;
+        let dir = Dir::of(&name);
+        Ok(Self { name, dir })
+    }
+
+    pub fn state(&self) -> Result<State, Error> {
+        Ok(self.dir.load(self.name.as_str())?)
+    }
+
+    /// Brings a sandbox up from manifests; returns once every pod is ready.
+    pub fn up(opts: &Options, paths: &[PathBuf]) -> Result<(Self, State), Error> {
+        preflight()?;
+        let objects = manifest::read_paths(paths)?;
+        let bins = Bins::discover(opts.bin_dir.as_deref())?;
+        let sb = Self {
+            name: opts.name.clone(),
+            dir: Dir::of(&opts.name),
+        };
+        let _lock = sb.dir.lock()?;
+        if sb.dir.exists() {
+            return Err(state::Error::Exists(opts.name.to_string()).into());
+        }
+        sb.dir.create()?;
+        let mut st = State::new(&opts.name, opts.mesh_all, bins.dir.clone());
+        let node = opts.name.node_netns();
+        st.netns.push(node.clone());
+        sb.dir.save(&st)?;
+        netns::add(&node)?;
+        make_bridge(&node)?;
+        let controller = spawn::controller(&bins, &node, &sb.dir)?;
+        st.controller = Some(controller);
+        sb.dir.save(&st)?;
+        merge(&mut st, objects);
+        sb.reconcile(&mut st, &bins)?;
+        sb.wait_ready(&mut st, opts.timeout)?;
+        Ok((sb, st))
+    }
+
+    /// Adds or replaces objects; returns once every pod is ready again.
+    pub fn apply(&self, paths: &[PathBuf], timeout: Duration) -> Result<State, Error> {
+        preflight()?;
+        let objects = manifest::read_paths(paths)?;
+        let _lock = self.dir.lock()?;
+        let mut st = self.state()?;
+        let bins = Bins::discover(Some(&st.bin_dir))?;
+        merge(&mut st, objects);
+        self.reconcile(&mut st, &bins)?;
+        self.wait_ready(&mut st, timeout)?;
+        Ok(st)
+    }
+
+    /// Removes the objects named in the manifests (pods of removed
+    /// Deployments stop and their namespaces go).
+    pub fn delete(&self, paths: &[PathBuf], timeout: Duration) -> Result<State, Error> {
+        preflight()?;
+        let keys: BTreeSet<manifest::Key> = manifest::read_paths(paths)?
+            .iter()
+            .map(Object::key)
+            .collect();
+        let _lock = self.dir.lock()?;
+        let mut st = self.state()?;
+        let bins = Bins::discover(Some(&st.bin_dir))?;
+        st.objects.retain(|o| !keys.contains(&o.key()));
+        self.reconcile(&mut st, &bins)?;
+        self.wait_ready(&mut st, timeout)?;
+        Ok(st)
+    }
+
+    /// Brings the state on disk in line with the objects: pods, addresses,
+    /// names, NAT, the controller's directory, processes.
+    fn reconcile(&self, st: &mut State, bins: &Bins) -> Result<(), Error> {
+        // ClusterIPs, as the API server allocates them.
+        let services: Vec<(String, Option<String>)> = st
+            .objects
+            .iter()
+            .filter(|o| o.kind() == "Service")
+            .filter_map(|o| manifest::Service::from_object(o).ok())
+            .filter(|s| s.cluster_ip.as_deref() != Some("None"))
+            .map(|s| (format!("{}/{}", s.namespace, s.name), s.cluster_ip))
+            .collect();
+        let wanted: BTreeSet<&String> = services.iter().map(|(k, _)| k).collect();
+        st.cluster_ips.retain(|k, _| wanted.contains(k));
+        for (key, requested) in &services {
+            if !st.cluster_ips.contains_key(key) {
+                let taken = st.cluster_ips.values().copied().collect();
+                let ip = cluster::allocate_cluster_ip(key, requested.as_deref(), &taken);
+                st.cluster_ips.insert(key.clone(), ip);
+            }
+        }
+        // Pods: what the objects ask for versus what runs.
+        let mut plans: BTreeMap<String, PodPlan> = BTreeMap::new();
+        for obj in &st.objects {
+            for plan in manifest::pods_of(obj)? {
+                plans.insert(format!("{}/{}", plan.namespace, plan.name), plan);
+            }
+        }
+        let gone: Vec<String> = st
+            .pods
+            .keys()
+            .filter(|k| !plans.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(pod) = st.pods.get(&key).cloned() {
+                self.teardown_pod(st, &pod);
+            }
+            st.pods.remove(&key);
+            self.dir.save(st)?;
+        }
+        let mut new = Vec::new();
+        for (key, plan) in plans {
+            if st.pods.contains_key(&key) {
+                continue;
+            }
+            let netns = self.name.pod_netns(&plan.namespace, &plan.name);
+            let pod = PodState {
+                meshed: cluster::pod_meshed(st, &plan),
+                container_id: names::container_id(&self.name, &plan.namespace, &plan.name),
+                uid: uid_of(&self.name, &plan),
+                netns: netns.clone(),
+                plan,
+                ip: None,
+                cni_result: None,
+                procs: Vec::new(),
+                ready: false,
+            };
+            st.netns.push(netns);
+            st.pods.insert(key.clone(), pod);
+            self.dir.save(st)?;
+            self.wire_pod(st, &key, bins)?;
+            new.push(key);
+        }
+        self.publish(st)?;
+        for key in new {
+            let procs = {
+                let pod = &st.pods[&key];
+                spawn::pod_processes(bins, st, pod, &self.dir)?
+            };
+            if let Some(pod) = st.pods.get_mut(&key) {
+                pod.procs = procs;
+            }
+            self.dir.save(st)?;
+        }
+        Ok(())
+    }
+
+    /// Network namespace, pod metadata for trellis-cni, CNI ADD.
+    fn wire_pod(&self, st: &mut State, key: &str, bins: &Bins) -> Result<(), Error> {
+        let pod = st.pods[key].clone();
+        netns::add(&pod.netns)?;
+        netns::write_hosts(&pod.netns, &cluster::hosts_file(st, &pod))?;
+        self.write_pod_metadata(st, &pod)?;
+        let node = self.name.node_netns();
+        let path = bins.cni_path();
+        let mut t = cni::Target {
+            node_netns: &node,
+            container_id: &pod.container_id,
+            netns: &pod.netns,
+            ifname: "lo",
+            namespace: &pod.plan.namespace,
+            pod: &pod.plan.name,
+            pod_uid: &pod.uid,
+            path: &path,
+        };
+        cni::add(&cni::loopback_config(), &t)?;
+        t.ifname = names::POD_IFNAME;
+        let result = cni::add(&cluster::cni_conflist(&self.dir.root), &t)?;
+        let ip = cni::result_ipv4(&result).ok_or_else(|| Error::NoIp(key.to_string()))?;
+        if let Some(p) = st.pods.get_mut(key) {
+            p.ip = Some(ip);
+            p.cni_result = Some(result);
+        }
+        self.dir.save(st)?;
+        Ok(())
+    }
+
+    /// What trellis-cni reads for a pod: the Pod object, as the API server
+    /// would return it, at `pods/<namespace>/<name>.json`.
+    fn write_pod_metadata(&self, st: &State, pod: &PodState) -> Result<(), Error> {
+        let dir = self.dir.pods().join(&pod.plan.namespace);
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(format!("{}.json", pod.plan.name));
+        let body = cluster::pod_object(st, pod).to_string();
+        Ok(state::write_atomic(&path, body.as_bytes())?)
+    }
+
+    /// Stops a pod and removes everything it had (tolerant of half-made pods).
+    fn teardown_pod(&self, st: &State, pod: &PodState) {
+        for p in &pod.procs {
+            netns::kill(p, Duration::from_secs(3));
+        }
+        if netns::exists(&pod.netns) {
+            netns::kill_all_in(&pod.netns);
+            if let Ok(bins) = Bins::discover(Some(&st.bin_dir)) {
+                let node = self.name.node_netns();
+                let path = bins.cni_path();
+                let mut t = cni::Target {
+                    node_netns: &node,
+                    container_id: &pod.container_id,
+                    netns: &pod.netns,
+                    ifname: names::POD_IFNAME,
+                    namespace: &pod.plan.namespace,
+                    pod: &pod.plan.name,
+                    pod_uid: &pod.uid,
+                    path: &path,
+                };
+                if let Err(e) = cni::del(
+                    &cluster::cni_conflist(&self.dir.root),
+                    &t,
+                    pod.cni_result.as_ref(),
+                ) {
+                    tracing::warn!("{e}");
+                }
+                t.ifname = "lo";
+                let _ = cni::del(&cni::loopback_config(), &t, None);
+            }
+        }
+        if let Err(e) = netns::delete(&pod.netns) {
+            tracing::warn!("{e}");
+        }
+        let _ = std::fs::remove_file(
+            self.dir
+                .pods()
+                .join(&pod.plan.namespace)
+                .join(format!("{}.json", pod.plan.name)),
+        );
+    }
+
+    /// Writes what the control plane computes: hosts files, Service NAT in
+    /// every pod, the controller's directory.
+    fn publish(&self, st: &State) -> Result<(), Error> {
+        let nat = cluster::service_nat(st);
+        for pod in st.pods.values() {
+            if !netns::exists(&pod.netns) {
+                continue;
+            }
+            netns::write_hosts(&pod.netns, &cluster::hosts_file(st, pod))?;
+            netns::run_input(
+                "ip",
+                &["netns", "exec", &pod.netns, "nft", "-f", "-"],
+                Some(&nat),
+            )?;
+            self.write_pod_metadata(st, pod)?;
+        }
+        self.write_controller_dir(st)
+    }
+
+    fn write_controller_dir(&self, st: &State) -> Result<(), Error> {
+        let dir = self.dir.manifests();
+        let files = cluster::controller_files(st);
+        for (name, body) in &files {
+            let path = dir.join(name);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(body.as_str()) {
+                state::write_atomic(&path, body.as_bytes())?;
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !name.starts_with('.') && !files.contains_key(&name) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Probes every pod until all are ready (publishing each change of
+    /// readiness, as EndpointSlices and Pod status would change), and the
+    /// controller answers `/ready`.
+    pub fn wait_ready(&self, st: &mut State, timeout: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let node = self.name.node_netns();
+        loop {
+            let mut reasons = Vec::new();
+            let mut changed = false;
+            for pod in st.pods.values_mut() {
+                let reason = probe::not_ready_reason(&node, pod);
+                let ready = reason.is_none();
+                if ready != pod.ready {
+                    pod.ready = ready;
+                    changed = true;
+                }
+                if let Some(r) = reason {
+                    reasons.push(format!("{}: {r}", pod.key()));
+                }
+            }
+            if let Some(r) = spawn::controller_not_ready(st, &node) {
+                reasons.push(format!("trellis-controller: {r}"));
+            }
+            if changed {
+                self.publish(st)?;
+                self.dir.save(st)?;
+            }
+            if reasons.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::NotReady {
+                    what: format!("sandbox {}", self.name),
+                    secs: timeout.as_secs(),
+                    details: reasons.join("\n  "),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Re-probes readiness once and publishes changes (for `status`).
+    pub fn refresh(&self) -> Result<State, Error> {
+        let _lock = self.dir.lock()?;
+        let mut st = self.state()?;
+        let node = self.name.node_netns();
+        let mut changed = false;
+        for pod in st.pods.values_mut() {
+            let ready = probe::not_ready_reason(&node, pod).is_none();
+            changed |= ready != pod.ready;
+            pod.ready = ready;
+        }
+        if changed {
+            self.publish(&st)?;
+            self.dir.save(&st)?;
+        }
+        Ok(st)
+    }
+
+    /// Finds a pod by `name`, `namespace/name`, or Deployment name (its first
+    /// replica).
+    pub fn find_pod(st: &State, query: &str) -> Result<PodState, Error> {
+        let (ns, name) = match query.split_once('/') {
+            Some((ns, n)) => (Some(ns), n),
+            None => (None, query),
+        };
+        let in_ns = |p: &&PodState| ns.is_none_or(|ns| p.plan.namespace == ns);
+        st.pods
+            .values()
+            .filter(in_ns)
+            .find(|p| p.plan.name == name)
+            .or_else(|| {
+                st.pods
+                    .values()
+                    .filter(in_ns)
+                    .filter(|p| p.plan.owner == name)
+                    .min_by(|a, b| a.plan.name.cmp(&b.plan.name))
+            })
+            .cloned()
+            .ok_or_else(|| Error::NoPod(query.to_string()))
+    }
+
+    /// Runs a command in a pod's namespace with the terminal attached; its
+    /// exit status.
+    pub fn exec(&self, pod: &str, cmd: &[String]) -> Result<i32, Error> {
+        let st = self.state()?;
+        let pod = Self::find_pod(&st, pod)?;
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &pod.netns])
+            .args(cmd)
+            .status()
+            .map_err(|source| netns::Error::Spawn {
+                cmd: format!("ip netns exec {} {}", pod.netns, cmd.join(" ")),
+                source,
+            })?;
+        Ok(status.code().unwrap_or(128))
+    }
+
+    /// Removes every process, namespace, interface and file of the sandbox,
+    /// whether or not an earlier run finished; the problems it met.
+    pub fn down(name: &str) -> Result<Vec<String>, Error> {
+        let name = SandboxName::new(name)?;
+        let dir = Dir::of(&name);
+        let mut problems = Vec::new();
+        let _lock = dir.lock()?;
+        let st = dir.load(name.as_str()).ok();
+        let sb = Self {
+            name: name.clone(),
+            dir: dir.clone(),
+        };
+        let mut namespaces: BTreeSet<String> = BTreeSet::new();
+        if let Some(st) = &st {
+            for pod in st.pods.values() {
+                sb.teardown_pod(st, pod);
+            }
+            if let Some(c) = &st.controller {
+                netns::kill(c, Duration::from_secs(3));
+            }
+            namespaces.extend(st.netns.iter().cloned());
+        }
+        namespaces.insert(name.node_netns());
+        namespaces.extend(orphan_namespaces(&name));
+        for ns in &namespaces {
+            netns::kill_all_in(ns);
+            if let Err(e) = netns::delete(ns) {
+                problems.push(e.to_string());
+            }
+        }
+        if dir.root.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir.root)
+        {
+            problems.push(format!("cannot remove {}: {e}", dir.root.display()));
+        }
+        Ok(problems)
+    }
+}
+
+/// Namespaces named like this sandbox's pods that no state records (a crash
+/// between `ip netns add` and saving), excluding those another sandbox owns.
+fn orphan_namespaces(name: &SandboxName) -> Vec<String> {
+    let prefix = format!("{}{}-", names::NETNS_PREFIX, name);
+    let Ok(entries) = std::fs::read_dir("/var/run/netns") else {
+        return Vec::new();
+    };
+    let mut owned_elsewhere = BTreeSet::new();
+    if let Ok(dirs) = std::fs::read_dir(names::STATE_ROOT) {
+        for d in dirs.flatten() {
+            let other = d.file_name().to_string_lossy().to_string();
+            if other == name.as_str() {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(d.path().join("state.json"))
+                && let Ok(st) = serde_json::from_str::<State>(&text)
+            {
+                owned_elsewhere.extend(st.netns);
+            }
+            owned_elsewhere.insert(format!("{}{other}-node", names::NETNS_PREFIX));
+        }
+    }
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(&prefix) && !owned_elsewhere.contains(n))
+        .collect()
+}
+
+/// Adds objects, replacing those with the same kind, namespace and name.
+fn merge(st: &mut State, objects: Vec<Object>) {
+    for obj in objects {
+        match st.objects.iter_mut().find(|o| o.key() == obj.key()) {
+            Some(old) => *old = obj,
+            None => st.objects.push(obj),
+        }
+    }
+}
+
+/// A stable pod UID (UUID-shaped) for the sandbox and pod.
+fn uid_of(name: &SandboxName, plan: &PodPlan) -> String {
+    let h = names::short_hash(&format!("uid/{name}/{}/{}", plan.namespace, plan.name), 32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The node bridge with the pods' gateway address (the CNI bridge plugin
+/// finds and uses it); nothing else in the node namespace routes anywhere.
+fn make_bridge(node: &str) -> Result<(), Error> {
+    let br = names::BRIDGE;
+    let have = netns::run("ip", &["-n", node, "link", "show", br]).is_ok();
+    if !have {
+        netns::run("ip", &["-n", node, "link", "add", br, "type", "bridge"])?;
+        netns::run(
+            "ip",
+            &[
+                "-n",
+                node,
+                "addr",
+                "add",
+                &format!("{}/{}", cluster::POD_GATEWAY, cluster::POD_PREFIX),
+                "dev",
+                br,
+            ],
+        )?;
+    }
+    netns::run("ip", &["-n", node, "link", "set", br, "up"])?;
+    Ok(())
+}
