@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // These carry secrets (a private key, a service-account token); their
+        // `Debug` impls in `src/lib.rs` leave them out of log lines.
+        .skip_debug([
+            ".trellis.policy.v1.CertificatePem",
+            ".trellis.identity.v1.CertifyRequest",
+        ])
         .compile_fds(fds)?;
     Ok(())
 }

@@ -7,9 +7,12 @@
 //!
 //! The controller and identity service implement the servers; the proxy uses
 //! the clients. Both sides only ever see `trellis-policy` types: conversions
-//! happen at the gRPC edge.
+//! happen at the gRPC edge ([`convert`]).
 
 pub mod contract;
+pub mod convert;
+
+pub use self::convert::{ConvertError, GatewayTarget, InboundTarget, OutboundTarget};
 
 /// Code generated from `api/proto/` by `build.rs`, laid out as the protobuf
 /// packages are (`trellis.policy.v1`, ...) so cross-package references resolve.
@@ -44,4 +47,22 @@ pub mod proto {
     pub use self::trellis::identity::v1 as identity;
     /// `policy.proto`: the policy model on the wire.
     pub use self::trellis::policy::v1 as policy;
+}
+
+// Hand-written so that secrets never reach a log line (see `build.rs`).
+
+impl std::fmt::Debug for proto::policy::CertificatePem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificatePem")
+            .field("chain_pem", &self.chain_pem.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for proto::identity::CertifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertifyRequest")
+            .field("csr_der", &self.csr_der.len())
+            .finish_non_exhaustive()
+    }
 }
