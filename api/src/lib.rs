@@ -7,10 +7,18 @@
 //!
 //! The controller and identity service implement the servers; the proxy uses
 //! the clients. Both sides only ever see `trellis-policy` types: conversions
-//! happen at the gRPC edge ([`convert`]).
+//! happen at the gRPC edge ([`convert`]), and [`watch`] holds the two ends of
+//! a watch stream.
+//!
+//! ```text
+//!  controller: index ──watch::Receiver<OutboundPolicy>──► watch::serve ──From<&_>──► OutboundUpdate
+//!                                                                                      ║ gRPC
+//!  proxy:      OutboundPolicy ◄──TryFrom<_>── watch::updates ◄── Streaming<OutboundUpdate>
+//! ```
 
 pub mod contract;
 pub mod convert;
+pub mod watch;
 
 pub use self::convert::{ConvertError, GatewayTarget, InboundTarget, OutboundTarget};
 
