@@ -147,7 +147,8 @@ impl HostMatch {
             HostMatch::Exact(h) => h.eq_ignore_ascii_case(host),
             HostMatch::Wildcard(suffix) => {
                 host.len() > suffix.len() + 1
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
                     && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
             }
         }

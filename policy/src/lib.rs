@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod duration;
 pub mod filter;
+pub mod find;
 pub mod gateway;
 pub mod grpc;
 pub mod http;

@@ -66,6 +66,10 @@ pub struct RouteRef {
 
 impl RouteRef {
     /// The sort key the spec uses to order routes of equal precedence.
+    /// Comparing the tuple orders namespaces before names, which differs from
+    /// the spec's comparison of the one string `{namespace}/{name}` when a
+    /// namespace is a prefix of another (`a-b/x` sorts before `a/y`); use
+    /// [`crate::find::route_order`] where that matters.
     pub fn precedence_key(&self) -> (i64, &str, &str) {
         (self.creation_timestamp, &self.namespace, &self.name)
     }
