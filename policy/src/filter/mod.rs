@@ -1,8 +1,55 @@
 //! Route filters: the data of each Gateway API filter. The functions that
-//! apply them to a request or response live in the submodules and are pure.
+//! apply them to a request or response live in the submodules and are pure:
+//!
+//! - [`HeaderModifier::apply`]: `RequestHeaderModifier` /
+//!   `ResponseHeaderModifier` on a `HeaderMap`;
+//! - [`rewrite`]: `URLRewrite` (hostname, `ReplaceFullPath`,
+//!   `ReplacePrefixMatch`) into a new path and authority;
+//! - [`redirect`]: `RequestRedirect` into a status and `Location`;
+//! - [`Cors::evaluate`]: answer a preflight, or the headers an actual
+//!   response gets.
+//!
+//! Each returns a [`FilterError`] rather than skip a filter it cannot apply:
+//! the spec says such a request gets an error response (the proxy answers
+//! 500), never a silently unfiltered one.
+
+mod cors;
+mod headers;
+mod path;
+
+pub use self::cors::{CorsAction, CorsResponse};
+pub use self::path::{Redirect, Rewritten, redirect, replace_path, rewrite};
 
 use crate::Backend;
 use serde::{Deserialize, Serialize};
+
+/// Why a filter could not be applied to a request. The proxy answers 500;
+/// the controller can call the `validate` functions to report the same
+/// problem in the route's status instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("invalid header name {0:?}")]
+    InvalidHeaderName(String),
+    #[error("invalid value {value:?} for header {name:?}")]
+    InvalidHeaderValue { name: String, value: String },
+    #[error(
+        "replacePrefixMatch {replacement:?} needs a PathPrefix match, but the rule matched with {matched}"
+    )]
+    PrefixReplacementWithoutPrefix {
+        replacement: String,
+        matched: String,
+    },
+    #[error("path {path:?} does not start with the matched prefix {prefix:?}")]
+    PrefixMismatch { prefix: String, path: String },
+    #[error("redirect scheme {0:?} is neither http nor https")]
+    InvalidScheme(String),
+    #[error("redirect status {0} is not one of 301, 302, 303, 307 or 308")]
+    InvalidStatus(u16),
+    #[error("invalid hostname {0:?}")]
+    InvalidHostname(String),
+    #[error("invalid rewritten or redirected URI {uri:?}: {reason}")]
+    InvalidUri { uri: String, reason: String },
+}
 
 /// A filter of a rule or of one backend of a rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
