@@ -197,14 +197,16 @@ pub fn pod_object(state: &State, pod: &PodState) -> Value {
     })
 }
 
+/// A resolved slice port: name, target port, appProtocol.
+type SlicePort = (Option<String>, u16, Option<String>);
+
 /// The EndpointSlices of a Service: one per distinct set of resolved target
 /// ports (as Kubernetes does when a named port resolves differently).
 pub fn endpoint_slices(state: &State, svc: &Service) -> Vec<Value> {
     if svc.selector.is_empty() {
         return Vec::new();
     }
-    let mut groups: BTreeMap<Vec<(Option<String>, u16, Option<String>)>, Vec<&PodState>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<Vec<SlicePort>, Vec<&PodState>> = BTreeMap::new();
     for pod in state.pods.values() {
         if pod.ip.is_none() || !svc.selects(&pod.plan) {
             continue;

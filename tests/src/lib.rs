@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod cni;
 pub mod conformance;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod netns;
 pub mod probe;

@@ -264,13 +264,13 @@ pub fn listening_ports(pid: i32) -> BTreeSet<u16> {
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // local_address is "HEXIP:HEXPORT"; state 0A is LISTEN.
-            if fields.len() > 3 && fields[3] == "0A" {
-                if let Some(port) = fields[1]
+            if fields.len() > 3
+                && fields[3] == "0A"
+                && let Some(port) = fields[1]
                     .rsplit_once(':')
                     .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                {
-                    out.insert(port);
-                }
+            {
+                out.insert(port);
             }
         }
     }

@@ -47,6 +47,8 @@ pub enum Error {
     NoIp(String),
     #[error("no pod matches {0:?} (give `name`, `namespace/name` or a Deployment name)")]
     NoPod(String),
+    #[error("{0:?} names Deployments in several namespaces: give one of {1}")]
+    Ambiguous(String, String),
     #[error("{what} not ready after {secs} s:\n  {details}")]
     NotReady {
         what: String,
@@ -457,17 +459,30 @@ impl Sandbox {
             None => (None, query),
         };
         let in_ns = |p: &&PodState| ns.is_none_or(|ns| p.plan.namespace == ns);
-        st.pods
+        if let Some(p) = st.pods.values().filter(in_ns).find(|p| p.plan.name == name) {
+            return Ok(p.clone());
+        }
+        let replicas: Vec<&PodState> = st
+            .pods
             .values()
             .filter(in_ns)
-            .find(|p| p.plan.name == name)
-            .or_else(|| {
-                st.pods
-                    .values()
-                    .filter(in_ns)
-                    .filter(|p| p.plan.owner == name)
-                    .min_by(|a, b| a.plan.name.cmp(&b.plan.name))
-            })
+            .filter(|p| p.plan.owner == name)
+            .collect();
+        let namespaces: BTreeSet<&str> =
+            replicas.iter().map(|p| p.plan.namespace.as_str()).collect();
+        if namespaces.len() > 1 {
+            return Err(Error::Ambiguous(
+                query.to_string(),
+                namespaces
+                    .iter()
+                    .map(|ns| format!("{ns}/{name}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        replicas
+            .into_iter()
+            .min_by(|a, b| a.plan.name.cmp(&b.plan.name))
             .cloned()
             .ok_or_else(|| Error::NoPod(query.to_string()))
     }

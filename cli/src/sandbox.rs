@@ -1,0 +1,161 @@
+//! `trellisctl sandbox up|apply|delete|exec|status|down`: a real mesh on this
+//! host in network namespaces (see the `trellis-sandbox` crate).
+
+use crate::table;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use trellis_sandbox::state::State;
+use trellis_sandbox::{Options, Sandbox};
+
+/// Run a local Trellis mesh in network namespaces (needs root).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Name {
+    /// The sandbox's name (sandboxes with different names run side by side).
+    #[arg(long)]
+    name: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct Files {
+    /// Manifest files or directories (YAML or JSON, several documents each).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// How long to wait for every pod to be ready, in seconds.
+    #[arg(long, default_value_t = 90)]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Create a sandbox from manifests; returns once every pod is ready.
+    Up {
+        #[command(flatten)]
+        name: Name,
+        #[command(flatten)]
+        files: Files,
+        /// Mesh every namespace, not only those labelled `trellis.io/inject: enabled`.
+        #[arg(long)]
+        mesh_all: bool,
+        /// Where the Trellis binaries are (default: next to trellisctl).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Add or change objects of a running sandbox.
+    Apply {
+        #[command(flatten)]
+        name: Name,
+        #[command(flatten)]
+        files: Files,
+    },
+    /// Remove the objects named in the manifests.
+    Delete {
+        #[command(flatten)]
+        name: Name,
+        #[command(flatten)]
+        files: Files,
+    },
+    /// Run a command in a pod's network namespace (POD: name, namespace/name, or a Deployment).
+    Exec {
+        #[command(flatten)]
+        name: Name,
+        pod: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show the pods, their addresses and readiness.
+    Status {
+        #[command(flatten)]
+        name: Name,
+    },
+    /// Remove every namespace, process and file of the sandbox (also after a crash).
+    Down {
+        #[command(flatten)]
+        name: Name,
+    },
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Command::Up {
+            name,
+            files,
+            mesh_all,
+            bin_dir,
+        } => {
+            let mut opts = Options::new(&name.name)?;
+            opts.mesh_all = mesh_all;
+            opts.bin_dir = bin_dir;
+            opts.timeout = Duration::from_secs(files.timeout);
+            let (_, st) = Sandbox::up(&opts, &files.files).with_context(|| {
+                format!(
+                    "bringing up sandbox {} (clean up with `trellisctl sandbox down --name {}`)",
+                    name.name, name.name
+                )
+            })?;
+            print!("{}", pods_table(&st));
+        }
+        Command::Apply { name, files } => {
+            let st = Sandbox::open(&name.name)?
+                .apply(&files.files, Duration::from_secs(files.timeout))?;
+            print!("{}", pods_table(&st));
+        }
+        Command::Delete { name, files } => {
+            let st = Sandbox::open(&name.name)?
+                .delete(&files.files, Duration::from_secs(files.timeout))?;
+            print!("{}", pods_table(&st));
+        }
+        Command::Exec { name, pod, command } => {
+            let code = Sandbox::open(&name.name)?.exec(&pod, &command)?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Command::Status { name } => {
+            let sb = Sandbox::open(&name.name)?;
+            let st = sb.refresh()?;
+            println!("sandbox {} (state in {})", st.name, sb.dir.root.display());
+            print!("{}", pods_table(&st));
+            println!("controller logs: {}", sb.dir.logs().display());
+        }
+        Command::Down { name } => {
+            let problems = Sandbox::down(&name.name)?;
+            for p in &problems {
+                eprintln!("trellisctl: {p}");
+            }
+            if !problems.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("sandbox {} removed", name.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pods with their addresses, namespaces and readiness.
+pub fn pods_table(st: &State) -> String {
+    let mut rows = vec![vec![
+        "NAMESPACE".to_string(),
+        "POD".into(),
+        "IP".into(),
+        "SIDECAR".into(),
+        "READY".into(),
+        "NETNS".into(),
+    ]];
+    for p in st.pods.values() {
+        rows.push(vec![
+            p.plan.namespace.clone(),
+            p.plan.name.clone(),
+            p.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into()),
+            if p.meshed { "yes" } else { "no" }.into(),
+            if p.ready { "yes" } else { "no" }.into(),
+            p.netns.clone(),
+        ]);
+    }
+    table::render(&rows)
+}
