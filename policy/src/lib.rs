@@ -29,6 +29,7 @@ pub mod inbound;
 pub mod meta;
 pub mod outbound;
 pub mod regex;
+pub mod split;
 pub mod tcp;
 
 pub use self::backend::{Backend, Endpoint, RetryBudget, ServiceBackend, WeightedBackend};
