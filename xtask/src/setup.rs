@@ -13,6 +13,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
     ("curl", "/usr/bin/curl"),
     ("tcpdump", "/usr/bin/tcpdump"),
+    ("util-linux", "/usr/bin/setpriv"),
 ];
 
 /// Python packages, by import name and PyPI name.
