@@ -62,6 +62,9 @@ pub mod key {
     pub const OPAQUE_PORTS: &str = "trellis.io/opaque-ports";
     /// Pod annotation: the proxy's log level (a tracing filter).
     pub const PROXY_LOG_LEVEL: &str = "trellis.io/proxy-log-level";
+    /// Pod annotation set by the injector: the trust anchors (PEM), which a
+    /// downward-API volume turns into the file `TRELLIS_TRUST_BUNDLE` names.
+    pub const TRUST_BUNDLE: &str = "trellis.io/trust-bundle";
     /// Route annotations for gRPC rules (GRPCRoute has no timeouts/retry fields).
     pub const GRPC_TIMEOUT_REQUEST: &str = "timeout.trellis.io/request";
     pub const GRPC_TIMEOUT_BACKEND_REQUEST: &str = "timeout.trellis.io/backend-request";
