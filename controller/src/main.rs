@@ -1,12 +1,3 @@
-//! trellis-controller: resolves Gateway API routes into per-service policy and streams it to proxies.
+//! The `trellis-controller` binary: see the library for what it does.
 
-use clap::Parser;
-
-/// trellis-controller: resolves Gateway API routes into per-service policy and streams it to proxies.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
-
-fn main() {
-    let _args = Args::parse();
-}
+fn main() {}
