@@ -2,7 +2,11 @@
 //! `/config` (every cached policy and endpoint set, as JSON) and
 //! `POST /shutdown` (drain, accepted from loopback only).
 
-use crate::{body::Body, discovery::{Discovery, Ready}, metrics::Metrics};
+use crate::{
+    body::Body,
+    discovery::{Discovery, Ready},
+    metrics::Metrics,
+};
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
@@ -54,7 +58,9 @@ impl Admin {
             (&Method::GET, "/ready") if self.ready.is_ready() && !self.shutdown.is_cancelled() => {
                 text(StatusCode::OK, "text/plain", "ready\n")
             }
-            (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
+            (&Method::GET, "/ready") => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            }
             (&Method::GET, "/live") => text(StatusCode::OK, "text/plain", "live\n"),
             (&Method::GET, "/config") => text(
                 StatusCode::OK,
@@ -76,10 +82,16 @@ impl Admin {
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<Body> {
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<Body> {
     let mut rsp = Response::new(Body::text(body));
     *rsp.status_mut() = status;
-    rsp.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     rsp
 }

@@ -53,7 +53,9 @@ impl Load {
     }
 
     fn now(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.epoch).as_nanos() as u64
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_nanos() as u64
     }
 
     /// The current cost: decayed latency times requests in flight plus one.

@@ -115,7 +115,10 @@ impl H1Pool {
     /// Sends a request on an idle connection, or a new one. A request that
     /// an idle connection refused before writing it (the server closed it
     /// meanwhile) goes out again on a fresh connection.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, Error> {
         loop {
             let Some(mut sender) = self.idle.lock().pop() else {
                 break;
@@ -134,21 +137,25 @@ impl H1Pool {
                 addr: self.addr,
                 source,
             })?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| Error::Handshake {
-                addr: self.addr,
-                source,
-            })?;
+        let (mut sender, conn) =
+            http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|source| Error::Handshake {
+                    addr: self.addr,
+                    source,
+                })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream http/1 connection");
             }
         });
-        let rsp = sender.send_request(req).await.map_err(|source| Error::Upstream {
-            addr: self.addr,
-            source,
-        })?;
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|source| Error::Upstream {
+                addr: self.addr,
+                source,
+            })?;
         Ok(self.pooled(rsp, sender))
     }
 
@@ -303,10 +310,8 @@ impl H2Conn {
             return Ok(http2::SendRequest::clone(s));
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(s) = self.current.load().as_ref().filter(|s| s.is_ready()) {
-            if !fresh {
-                return Ok(http2::SendRequest::clone(s));
-            }
+        if !fresh && let Some(s) = self.current.load().as_ref().filter(|s| s.is_ready()) {
+            return Ok(http2::SendRequest::clone(s));
         }
         let addr = self.dial.addr();
         let io = self.dial.open(Preamble::multiplexed()).await?;

@@ -29,7 +29,9 @@ impl Env for HashMap<String, String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid listener {value:?}: expected LISTEN_ADDR=TARGET_ADDR (e.g. 127.0.0.1:9000=198.19.0.10:80)")]
+    #[error(
+        "invalid listener {value:?}: expected LISTEN_ADDR=TARGET_ADDR (e.g. 127.0.0.1:9000=198.19.0.10:80)"
+    )]
     Fixed { value: String },
     #[error("invalid duration {value:?} for {flag}: {reason}")]
     Duration {
@@ -115,7 +117,9 @@ pub struct Config {
 impl Config {
     pub fn new(args: &SidecarArgs, env: &dyn Env) -> Result<Self, Error> {
         let source = match (
-            args.controller.clone().or_else(|| env.get(env::CONTROLLER_ADDR)),
+            args.controller
+                .clone()
+                .or_else(|| env.get(env::CONTROLLER_ADDR)),
             &args.policy_file,
         ) {
             (Some(_), Some(_)) if args.controller.is_some() => return Err(Error::TwoSources),
@@ -178,8 +182,10 @@ mod tests {
 
     fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config, Error> {
         let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::new(&cli.sidecar, &env)
     }
 
@@ -208,16 +214,25 @@ mod tests {
         assert_eq!(c.source, SourceConfig::Controller("ctl:8090".into()));
         assert_eq!(c.workload, Some(ResourceRef::new("shop", "web-0")));
         // A policy file wins over a controller from the environment.
-        let c = config(&["--policy-file", "/p.yaml"], &[(env::CONTROLLER_ADDR, "ctl:8090")]).unwrap();
+        let c = config(
+            &["--policy-file", "/p.yaml"],
+            &[(env::CONTROLLER_ADDR, "ctl:8090")],
+        )
+        .unwrap();
         assert_eq!(c.source, SourceConfig::File("/p.yaml".into()));
     }
 
     #[test]
     fn bad_values_are_named() {
-        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             (&["--outbound-fixed", "127.0.0.1:1"], &[], "127.0.0.1:1"),
             (&["--detect-timeout", "3 s"], &[], "--detect-timeout"),
-            (&["--controller", "c:1", "--policy-file", "p"], &[], "exclude"),
+            (
+                &["--controller", "c:1", "--policy-file", "p"],
+                &[],
+                "exclude",
+            ),
             (&[], &[(env::POD_NAME, "p")], env::POD_NAMESPACE),
         ];
         for (args, env, want) in cases {
@@ -227,7 +242,10 @@ mod tests {
         let c = config(&["--outbound-fixed", "127.0.0.1:9000=198.19.0.1:80"], &[]).unwrap();
         assert_eq!(
             c.outbound_fixed,
-            vec![("127.0.0.1:9000".parse().unwrap(), "198.19.0.1:80".parse().unwrap())]
+            vec![(
+                "127.0.0.1:9000".parse().unwrap(),
+                "198.19.0.1:80".parse().unwrap()
+            )]
         );
     }
 }

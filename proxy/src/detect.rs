@@ -27,8 +27,22 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Methods of RFC 9110 and the WebDAV/PATCH extensions; a request with
 /// another method is carried as opaque TCP, which is still correct.
 const METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
-    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"PRI",
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"HEAD",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
 ];
 
 /// The decision for the bytes read so far, or `None` when more are needed.
@@ -93,7 +107,12 @@ mod tests {
             (b"", None),
         ];
         for (input, want) in cases {
-            assert_eq!(classify(input), *want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                classify(input),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

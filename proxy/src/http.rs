@@ -18,9 +18,7 @@ pub const PROXY_ERROR: &str = "x-trellis-proxy-error";
 pub async fn serve<I, S>(io: I, proto: Detected, svc: S, shutdown: CancellationToken)
 where
     I: Io,
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Send
-        + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     let io = TokioIo::new(io);
@@ -82,8 +80,8 @@ where
     let connect = req.method() == Method::CONNECT;
     let downstream = hyper::upgrade::on(&mut req);
     let mut rsp = send(req).await?;
-    let agreed = rsp.status() == StatusCode::SWITCHING_PROTOCOLS
-        || (connect && rsp.status().is_success());
+    let agreed =
+        rsp.status() == StatusCode::SWITCHING_PROTOCOLS || (connect && rsp.status().is_success());
     if agreed {
         let upstream = hyper::upgrade::on(&mut rsp);
         tokio::spawn(async move {

@@ -58,7 +58,12 @@ pub struct Inbound {
 impl Inbound {
     /// Accepts until drained. `fixed` replaces the original destination (an
     /// application address, for running without iptables).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, fixed: Option<SocketAddr>, drain: Drain) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        fixed: Option<SocketAddr>,
+        drain: Drain,
+    ) {
         let local = listener.local_addr().ok();
         loop {
             let accepted = tokio::select! {
@@ -99,7 +104,12 @@ impl Inbound {
     }
 
     /// A connection from a peer proxy.
-    async fn mesh(self: Arc<Self>, tcp: tokio::net::TcpStream, pod_ip: IpAddr, token: CancellationToken) {
+    async fn mesh(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        pod_ip: IpAddr,
+        token: CancellationToken,
+    ) {
         let accepted = match self.acceptor.accept(tcp).await {
             Ok(a) => a,
             Err(e) => {
@@ -118,7 +128,8 @@ impl Inbound {
         match preamble.kind {
             Kind::Opaque => {
                 let app = SocketAddr::new(pod_ip, preamble.port);
-                self.app_connection(io, app, accepted.client_id, token).await;
+                self.app_connection(io, app, accepted.client_id, token)
+                    .await;
             }
             Kind::Multiplexed => {
                 self.metrics.detected(Direction::Inbound, "mesh");
@@ -155,10 +166,12 @@ impl Inbound {
             Some(Protocol::Http1) => (Detected::Http1, Bytes::new()),
             Some(Protocol::Http2 | Protocol::Grpc) => (Detected::Http2, Bytes::new()),
             Some(Protocol::Opaque | Protocol::Tls) => (Detected::Opaque, Bytes::new()),
-            Some(Protocol::Detect) | None => match detect::detect(&mut io, self.detect_timeout).await {
-                Ok(d) => d,
-                Err(_) => return,
-            },
+            Some(Protocol::Detect) | None => {
+                match detect::detect(&mut io, self.detect_timeout).await {
+                    Ok(d) => d,
+                    Err(_) => return,
+                }
+            }
         };
         self.metrics
             .detected(Direction::Inbound, protocol_name(proto));
@@ -183,10 +196,12 @@ impl Inbound {
                     service: Name::from(app.port().to_string()),
                 });
                 match transport::connect(app).await {
-                    Ok(mut server) => match transport::splice(&mut io, &prefix, &mut server).await {
-                        Ok(m) => guard.bytes(m.sent, m.received),
-                        Err(e) => tracing::debug!(error = %e, "inbound opaque connection"),
-                    },
+                    Ok(mut server) => {
+                        match transport::splice(&mut io, &prefix, &mut server).await {
+                            Ok(m) => guard.bytes(m.sent, m.received),
+                            Err(e) => tracing::debug!(error = %e, "inbound opaque connection"),
+                        }
+                    }
                     Err(e) => tracing::debug!(%app, error = %e, "application refused"),
                 }
             }
@@ -241,7 +256,10 @@ impl InboundHttp {
         }
         match upstream::from_mesh(&mut req) {
             Some(port) => self.handle_port(req, port).await,
-            None => error_response(StatusCode::BAD_REQUEST, "mesh request without its destination headers"),
+            None => error_response(
+                StatusCode::BAD_REQUEST,
+                "mesh request without its destination headers",
+            ),
         }
     }
 

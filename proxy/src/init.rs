@@ -50,7 +50,9 @@ impl Error {
 
 /// The capture configuration the flags and environment describe.
 pub fn capture_config(args: &InitArgs, env: &dyn Env) -> Result<CaptureConfig, Error> {
-    let pick = |flag: &Option<String>, var: &str| flag.clone().or_else(|| env.get(var)).unwrap_or_default();
+    let pick = |flag: &Option<String>, var: &str| {
+        flag.clone().or_else(|| env.get(var)).unwrap_or_default()
+    };
     Ok(CaptureConfig::default()
         .families(Families::host())
         .skip_inbound(&pick(&args.skip_inbound_ports, env::SKIP_INBOUND_PORTS))?
@@ -92,11 +94,17 @@ mod tests {
         let cli = Cli::try_parse_from(["x", "--skip-inbound-ports", "22"]).unwrap();
         let env: HashMap<String, String> = [
             (env::SKIP_INBOUND_PORTS.to_string(), "9999".to_string()),
-            (env::SKIP_OUTBOUND_CIDRS.to_string(), "10.0.0.0/8".to_string()),
+            (
+                env::SKIP_OUTBOUND_CIDRS.to_string(),
+                "10.0.0.0/8".to_string(),
+            ),
         ]
         .into();
         let c = capture_config(&cli.init, &env).unwrap();
-        assert_eq!(c.skip_inbound_ports, trellis_capture::parse_ports("22").unwrap());
+        assert_eq!(
+            c.skip_inbound_ports,
+            trellis_capture::parse_ports("22").unwrap()
+        );
         assert_eq!(c.skip_outbound_cidrs.len(), 1);
     }
 

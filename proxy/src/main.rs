@@ -79,7 +79,9 @@ fn sidecar(config: &Config) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async {
-        let sidecar = Sidecar::start(config).await.context("starting the sidecar")?;
+        let sidecar = Sidecar::start(config)
+            .await
+            .context("starting the sidecar")?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {

@@ -104,7 +104,9 @@ impl Preamble {
             Kind::Opaque => 2,
         };
         let [hi, lo] = self.port.to_be_bytes();
-        [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], VERSION, kind, hi, lo]
+        [
+            MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], VERSION, kind, hi, lo,
+        ]
     }
 
     pub fn decode(b: [u8; 8]) -> Result<Self, Error> {

@@ -30,14 +30,8 @@ pub struct Upstream {
 
 #[derive(Debug)]
 enum Route {
-    Direct {
-        h1: Arc<H1Pool>,
-        h2: Arc<H2Conn>,
-    },
-    Mesh {
-        peer: Arc<H2Conn>,
-        dial: Dial,
-    },
+    Direct { h1: Arc<H1Pool>, h2: Arc<H2Conn> },
+    Mesh { peer: Arc<H2Conn>, dial: Dial },
 }
 
 impl Upstream {

@@ -2,7 +2,6 @@
 
 use super::{Backoff, InboundWatch, OutboundWatch, Ready, apply_outbound};
 use crate::{metrics::Metrics, upstream::Upstreams};
-use futures::StreamExt;
 use std::{
     sync::{Arc, Weak},
     time::Duration,
@@ -14,7 +13,6 @@ use trellis_api::{
         inbound_policies_client::InboundPoliciesClient,
         outbound_policies_client::OutboundPoliciesClient,
     },
-    watch,
 };
 use trellis_policy::{InboundPolicy, OutboundPolicy, ResourceRef, Target};
 
@@ -86,7 +84,10 @@ impl Controller {
     ) {
         let request = OutboundTarget {
             target,
-            client_namespace: workload.as_ref().map(|w| w.namespace.clone()).unwrap_or_default(),
+            client_namespace: workload
+                .as_ref()
+                .map(|w| w.namespace.clone())
+                .unwrap_or_default(),
             client_workload: workload.map(|w| w.name).unwrap_or_default(),
         };
         let mut backoff = Backoff(0);
@@ -95,22 +96,25 @@ impl Controller {
             match client.watch(tonic::Request::new((&request).into())).await {
                 Ok(rsp) => {
                     metrics.controller_connected(true);
-                    let mut updates =
-                        watch::updates::<_, Option<OutboundPolicy>>(rsp.into_inner());
-                    while let Some(u) = updates.next().await {
+                    let mut updates = rsp.into_inner();
+                    loop {
+                        let message = match updates.message().await {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(s) => {
+                                tracing::debug!(target = %target.0, status = %s, "policy stream broke");
+                                break;
+                            }
+                        };
                         let Some(watch) = w.upgrade() else { return };
-                        match u {
+                        match Option::<OutboundPolicy>::try_from(message) {
                             Ok(policy) => {
                                 backoff.reset();
                                 apply_outbound(&watch, target, policy, &upstreams, &metrics);
                             }
-                            Err(watch::Error::Invalid(e)) => {
+                            Err(e) => {
                                 tracing::warn!(target = %target.0, error = %e, "refused a policy update; keeping the previous one");
                                 metrics.update_invalid();
-                            }
-                            Err(watch::Error::Status(s)) => {
-                                tracing::debug!(target = %target.0, status = %s, "policy stream broke");
-                                break;
                             }
                         }
                     }
@@ -140,18 +144,17 @@ impl Controller {
         loop {
             let mut client = InboundPoliciesClient::new(self.channel.clone());
             if let Ok(rsp) = client.watch(tonic::Request::new((&request).into())).await {
-                let mut updates = watch::updates::<_, InboundPolicy>(rsp.into_inner());
-                while let Some(u) = updates.next().await {
+                let mut updates = rsp.into_inner();
+                while let Ok(Some(message)) = updates.message().await {
                     let Some(watch) = w.upgrade() else { return };
-                    match u {
+                    match InboundPolicy::try_from(message) {
                         Ok(policy) => {
                             backoff.reset();
                             watch.publish(Arc::new(Some(policy)));
                         }
-                        Err(watch::Error::Invalid(e)) => {
-                            tracing::warn!(port, error = %e, "refused an inbound policy update");
+                        Err(e) => {
+                            tracing::warn!(port, error = %e, "refused an inbound policy update")
                         }
-                        Err(watch::Error::Status(_)) => break,
                     }
                 }
             }

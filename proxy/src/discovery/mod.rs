@@ -19,11 +19,7 @@
 mod controller;
 pub mod file;
 
-use crate::{
-    metrics::Metrics,
-    outbound::Resolved,
-    upstream::Upstreams,
-};
+use crate::{metrics::Metrics, outbound::Resolved, upstream::Upstreams};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -133,7 +129,8 @@ impl<T> Watch<T> {
 
     fn unavailable(&self) {
         if self.state() == State::Pending {
-            self.state.store(State::Unavailable as u8, Ordering::Release);
+            self.state
+                .store(State::Unavailable as u8, Ordering::Release);
         }
         self.changed.notify_waiters();
     }
@@ -234,7 +231,9 @@ impl Discovery {
     }
 
     fn now(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.epoch).as_secs()
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_secs()
     }
 
     /// The watch of a target, subscribing on first use.
@@ -281,10 +280,11 @@ impl Discovery {
         }
         let w = Arc::new(Watch::new(None));
         let task = match (&self.source, &self.config.workload) {
-            (Source::Controller(c), Some(workload)) => Some(tokio::spawn(
-                c.clone()
-                    .watch_inbound(workload.clone(), port, Arc::downgrade(&w)),
-            )),
+            (Source::Controller(c), Some(workload)) => Some(tokio::spawn(c.clone().watch_inbound(
+                workload.clone(),
+                port,
+                Arc::downgrade(&w),
+            ))),
             (Source::File(rx), _) => Some(tokio::spawn(file::watch_inbound(
                 rx.clone(),
                 port,
@@ -350,7 +350,8 @@ async fn sweep(d: std::sync::Weak<Discovery>) {
         let mut map = d.outbound.lock();
         // Held only by the map: no connection uses it.
         map.retain(|_, w| {
-            Arc::strong_count(w) > 1 || now.saturating_sub(w.last_used.load(Ordering::Relaxed)) < idle
+            Arc::strong_count(w) > 1
+                || now.saturating_sub(w.last_used.load(Ordering::Relaxed)) < idle
         });
         d.count_targets(&map);
     }

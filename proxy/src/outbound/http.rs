@@ -48,8 +48,11 @@ impl Refusal {
 struct Routed<'a> {
     label: Name,
     filters: &'a [HttpFilter],
-    backends: Option<(&'a [HttpBackend], &'a [Option<Arc<BackendState>>])>,
+    backends: Option<RuleBackends<'a>>,
 }
+
+/// A rule's backends as the policy states them and as resolved (same order).
+type RuleBackends<'a> = (&'a [HttpBackend], &'a [Option<Arc<BackendState>>]);
 
 /// Serves the HTTP requests of one client connection to one target.
 #[derive(Debug)]
@@ -184,15 +187,20 @@ fn split_stage<'a>(
     routed: &Routed<'a>,
 ) -> Result<(Option<&'a HttpBackend>, &'a Arc<BackendState>), Refusal> {
     let Some((backends, states)) = routed.backends else {
-        return resolved
-            .default
-            .as_ref()
-            .map(|s| (None, s))
-            .ok_or_else(|| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "the service backend is invalid"));
+        return resolved.default.as_ref().map(|s| (None, s)).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the service backend is invalid",
+            )
+        });
     };
-    let i = split::choose(backends.iter().map(|b| b.weight), fastrand::u64(..)).ok_or_else(
-        || Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "the rule has no backend with a weight"),
-    )?;
+    let i =
+        split::choose(backends.iter().map(|b| b.weight), fastrand::u64(..)).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the rule has no backend with a weight",
+            )
+        })?;
     match &states[i] {
         Some(state) => Ok((Some(&backends[i]), state)),
         None => Err(Refusal::new(
@@ -211,7 +219,10 @@ fn request_filters(filters: &[HttpFilter], req: &mut Request<Incoming>) -> Resul
                 .apply(req.headers_mut())
                 .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
             HttpFilter::Invalid { message } => {
-                return Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, message.clone()));
+                return Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    message.clone(),
+                ));
             }
             _ => {}
         }

@@ -39,7 +39,12 @@ pub struct Outbound {
 impl Outbound {
     /// Accepts connections until drained. `fixed` replaces the original
     /// destination (a listener for running the proxy without iptables).
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, fixed: Option<SocketAddr>, drain: Drain) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        fixed: Option<SocketAddr>,
+        drain: Drain,
+    ) {
         let local = listener.local_addr().ok();
         loop {
             let accepted = tokio::select! {
@@ -130,9 +135,13 @@ impl Outbound {
     /// Opaque TCP to a Service: the TCP route's backend by weight (or the
     /// Service itself), an endpoint by P2C, then a splice.
     async fn opaque(&self, mut tcp: TcpStream, prefix: Bytes, resolved: &Resolved) {
-        let Some(policy) = &resolved.policy else { return };
+        let Some(policy) = &resolved.policy else {
+            return;
+        };
         let backend = match find::tcp(&policy.tcp_routes).and_then(|r| r.rules.first()) {
-            Some(rule) => split::weighted_backend(&rule.backends, fastrand::u64(..)).map(|b| &b.backend),
+            Some(rule) => {
+                split::weighted_backend(&rule.backends, fastrand::u64(..)).map(|b| &b.backend)
+            }
             None => Some(&policy.backend),
         };
         let Some(state) = backend.and_then(|b: &Backend| resolved.backend(b)) else {

@@ -77,10 +77,15 @@ impl Resolved {
             Backend::Invalid { .. } => None,
         };
         let default = backend(&p.backend);
-        let rules = |label: String, backends: &[HttpBackend], backend: &mut dyn FnMut(&Backend) -> Option<Arc<BackendState>>| RuleState {
-            label: Name::from(label),
-            backends: backends.iter().map(|b| backend(&b.backend)).collect(),
-        };
+        let rules =
+            |label: String,
+             backends: &[HttpBackend],
+             backend: &mut dyn FnMut(&Backend) -> Option<Arc<BackendState>>| {
+                RuleState {
+                    label: Name::from(label),
+                    backends: backends.iter().map(|b| backend(&b.backend)).collect(),
+                }
+            };
         let http_rules = p
             .http_routes
             .iter()
@@ -88,7 +93,13 @@ impl Resolved {
                 r.rules
                     .iter()
                     .enumerate()
-                    .map(|(i, rule)| rules(rule_label(&r.meta, rule.name.as_deref(), i), &rule.backends, &mut backend))
+                    .map(|(i, rule)| {
+                        rules(
+                            rule_label(&r.meta, rule.name.as_deref(), i),
+                            &rule.backends,
+                            &mut backend,
+                        )
+                    })
                     .collect()
             })
             .collect();
@@ -99,11 +110,22 @@ impl Resolved {
                 r.rules
                     .iter()
                     .enumerate()
-                    .map(|(i, rule)| rules(rule_label(&r.meta, rule.name.as_deref(), i), &rule.backends, &mut backend))
+                    .map(|(i, rule)| {
+                        rules(
+                            rule_label(&r.meta, rule.name.as_deref(), i),
+                            &rule.backends,
+                            &mut backend,
+                        )
+                    })
                     .collect()
             })
             .collect();
-        for tcp in p.tcp_routes.iter().flat_map(|r| &r.rules).chain(p.tls_routes.iter().flat_map(|r| &r.rules)) {
+        for tcp in p
+            .tcp_routes
+            .iter()
+            .flat_map(|r| &r.rules)
+            .chain(p.tls_routes.iter().flat_map(|r| &r.rules))
+        {
             for b in &tcp.backends {
                 backend(&b.backend);
             }
