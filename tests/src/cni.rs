@@ -60,7 +60,9 @@ pub fn trellis_plugin_config(state_dir: &Path) -> Value {
     json!({
         "type": "trellis-cni",
         "podMetadataDir": state_dir.join("pods").display().to_string(),
-        "logLevel": "info",
+        // Sandbox pods only have IPv4 addresses.
+        "ipv6": false,
+        "logLevel": "warn",
     })
 }
 
