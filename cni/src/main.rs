@@ -1,12 +1,6 @@
 //! trellis-cni: the chained CNI plugin that installs Trellis capture rules.
 
-use clap::Parser;
-
-/// trellis-cni: the chained CNI plugin that installs Trellis capture rules.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {}
-
 fn main() {
-    let _args = Args::parse();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    std::process::exit(trellis_cni::process_main());
 }
