@@ -10,7 +10,9 @@
 //! request, applies the [`filter`] functions and picks a backend with
 //! [`split`]. Every Gateway API rule about precedence, path prefixes,
 //! rewrites and redirects lives here once, so the controller, the proxy and
-//! the tests agree by construction.
+//! the tests agree by construction. With the `test-util` feature, the
+//! `build` module offers fixture builders and proptest strategies to the
+//! tests of every crate.
 //!
 //! ```text
 //!   Gateway API objects ──controller──► OutboundPolicy ──api──► proxy
@@ -19,6 +21,8 @@
 //! ```
 
 pub mod backend;
+#[cfg(any(test, feature = "test-util"))]
+pub mod build;
 pub mod duration;
 pub mod filter;
 pub mod find;
