@@ -214,7 +214,7 @@ impl HttpRouteTable {
         self.routes.is_empty()
     }
 
-    /// The rule that governs `req`; the same answer as [`http`] over
+    /// The rule that governs `req`; the same answer as [`http()`] over
     /// [`Self::routes`].
     pub fn find<B>(&self, req: &::http::Request<B>) -> Option<HttpRouteMatch<'_>> {
         let req = Req::new(req);

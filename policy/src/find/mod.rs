@@ -30,7 +30,7 @@
 //! case-sensitive). Of several conditions on an equivalent header or query
 //! name only the first counts, for matching and for ranking.
 //!
-//! [`http`] and [`grpc`] scan every match without allocating; the tables
+//! [`http()`] and [`grpc()`] scan every match without allocating; the tables
 //! ([`HttpRouteTable`], [`GrpcRouteTable`]) sort the matches once so the
 //! per-request scan stops at the first that holds.
 
