@@ -14,6 +14,10 @@ use trellis_api::contract;
 pub struct InjectConfig {
     /// The `trellis-proxy` image, `repository:tag` or `repository@digest`.
     pub proxy_image: String,
+    /// The image of `trellis-init` (the proxy binary with iptables and
+    /// nftables); empty means `proxy_image`.
+    #[serde(default)]
+    pub init_image: String,
     #[serde(default = "default_pull_policy")]
     pub image_pull_policy: String,
     /// When the CNI plugin installs the capture rules no `trellis-init`

@@ -343,7 +343,11 @@ fn init_container(cfg: &InjectConfig, ann: &Annotations) -> Container {
     env_vars.sort_by(|a, b| a.name.cmp(&b.name));
     Container {
         name: contract::INIT_CONTAINER_NAME.into(),
-        image: Some(cfg.proxy_image.clone()),
+        image: Some(if cfg.init_image.is_empty() {
+            cfg.proxy_image.clone()
+        } else {
+            cfg.init_image.clone()
+        }),
         image_pull_policy: Some(cfg.image_pull_policy.clone()),
         args: Some(vec!["init".into()]),
         env: Some(env_vars),

@@ -43,6 +43,7 @@ fn config() -> InjectConfig {
     serde_saphyr::from_str(
         r#"
 proxyImage: ghcr.io/trellis-mesh/trellis-proxy:0.1.0
+initImage: ghcr.io/trellis-mesh/trellis-proxy-init:0.1.0
 controllerAddr: trellis-controller.trellis.svc.cluster.local:8090
 identityAddr: trellis-identity.trellis.svc.cluster.local:8083
 identityName: trellis-identity.trellis.svc

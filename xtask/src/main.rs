@@ -4,7 +4,9 @@
 //!   as root, the Helm engine from PyPI), builds every binary and runs every
 //!   test of the workspace. It is the command of the README and of `.ci/run`.
 //! - `cargo xtask deps` checks the dependency directions of the design.
+//! - `cargo xtask chart` tests the Helm chart; `chart-sync` refreshes its CRDs.
 
+mod chart;
 mod deps;
 mod setup;
 
@@ -35,6 +37,10 @@ enum Task {
     /// Check the dependency directions of the design (policy is pure, the
     /// proxy never reaches Kubernetes, proxy and controller stay apart).
     Deps,
+    /// Lint, render and validate the Helm chart for a matrix of values.
+    Chart,
+    /// Copy the CRDs the chart installs into charts/trellis/files/.
+    ChartSync,
 }
 
 fn main() -> Result<()> {
@@ -54,10 +60,13 @@ fn main() -> Result<()> {
                 test.push("--");
                 test.extend(cargo_args.iter().map(String::as_str));
             }
-            cargo(&test)
+            let tests = cargo(&test);
+            chart::test().and(tests)
         }
         Task::Setup => setup::run(),
         Task::Deps => deps::check(),
+        Task::Chart => chart::test(),
+        Task::ChartSync => chart::sync(),
     }
 }
 

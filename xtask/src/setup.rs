@@ -18,9 +18,12 @@ const PACKAGES: &[(&str, &str)] = &[
 
 /// Python packages, by import name and PyPI name.
 const PYTHON: &[(&str, &str)] = &[
-    ("helm_sdk", "helm-python-sdk"),
+    // Helm 4 as a native library (`import helm_python`): no helm binary.
+    ("helm_python", "helm-python-sdk"),
     ("yaml", "pyyaml"),
     ("jsonschema", "jsonschema"),
+    // The Kubernetes OpenAPI schemas (v1.25 on) for validating rendered objects.
+    ("kubernetes_validate", "kubernetes-validate"),
 ];
 
 pub fn run() -> Result<()> {

@@ -1,0 +1,82 @@
+//! The Helm chart's tasks:
+//!
+//! - `cargo xtask chart` lints and renders `charts/trellis` with the real Helm
+//!   engine (PyPI `helm-python-sdk`, Helm 4 as a native library: no binary,
+//!   no network) for a matrix of values and validates every object; see
+//!   `charts/tests/chart_test.py`. `cargo xtask test` runs it after the cargo
+//!   tests.
+//! - `cargo xtask chart-sync` copies the CRDs the chart installs from where
+//!   they are made (`third_party/gateway-api/crds/`, `controller/crds/`)
+//!   into `charts/trellis/files/`; the chart test fails while a copy is stale.
+
+use anyhow::{Context, Result, bail};
+use std::{fs, path::Path, process::Command};
+
+/// (source under the root, destination under the root, file names to leave out)
+const COPIES: &[(&str, &str, &[&str])] = &[
+    // The safe-upgrades ValidatingAdmissionPolicy would forbid switching
+    // channels with `helm upgrade`; the chart manages the channel itself.
+    (
+        "third_party/gateway-api/crds/standard",
+        "charts/trellis/files/gateway-api/standard",
+        &["vap_safeupgrades"],
+    ),
+    (
+        "third_party/gateway-api/crds/experimental",
+        "charts/trellis/files/gateway-api/experimental",
+        &["vap_safeupgrades"],
+    ),
+    ("controller/crds", "charts/trellis/files/trellis-crds", &[]),
+];
+
+/// Runs the chart tests.
+pub fn test() -> Result<()> {
+    let root = crate::root();
+    let python = crate::setup::python();
+    eprintln!("xtask: chart tests ({python} charts/tests/chart_test.py)");
+    let status = Command::new(&python)
+        .arg(root.join("charts/tests/chart_test.py"))
+        .arg(&root)
+        .current_dir(&root)
+        .status()
+        .with_context(|| format!("running {python} (is `cargo xtask setup` done?)"))?;
+    if !status.success() {
+        bail!("chart tests failed ({status})");
+    }
+    Ok(())
+}
+
+/// Refreshes the chart's copies of the CRDs.
+pub fn sync() -> Result<()> {
+    let root = crate::root();
+    for (src, dst, skip) in COPIES {
+        let (src, dst) = (root.join(src), root.join(dst));
+        fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
+        for old in yaml_files(&dst)? {
+            fs::remove_file(dst.join(&old)).with_context(|| format!("removing {old}"))?;
+        }
+        let mut n = 0;
+        for name in yaml_files(&src)? {
+            if skip.iter().any(|s| name.contains(s)) {
+                continue;
+            }
+            fs::copy(src.join(&name), dst.join(&name))
+                .with_context(|| format!("copying {name} to {}", dst.display()))?;
+            n += 1;
+        }
+        eprintln!("xtask: {n} files into {}", dst.display());
+    }
+    Ok(())
+}
+
+fn yaml_files(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
