@@ -23,11 +23,14 @@
 //! always give the same policy and status.
 
 pub mod admin;
+pub mod config;
 pub mod crd;
+pub mod grpc;
 pub mod index;
 pub mod metrics;
 pub mod objects;
 pub mod resolve;
 pub mod routes;
+pub mod server;
 pub mod source;
 pub mod status;

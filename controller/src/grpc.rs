@@ -1,0 +1,138 @@
+//! The discovery services proxies subscribe to. They only read the index's
+//! watch channels: each call subscribes to one target and streams the
+//! current value at once and then every changed value
+//! ([`trellis_api::watch::serve`]). A slow subscriber only ever gets the
+//! latest value and never holds up the index or anyone else.
+
+use crate::index::{Outbound, SharedIndex};
+use crate::metrics::Metrics;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use trellis_api::proto::discovery::{
+    self as pb,
+    gateway_config_server::{GatewayConfig, GatewayConfigServer},
+    inbound_policies_server::{InboundPolicies, InboundPoliciesServer},
+    outbound_policies_server::{OutboundPolicies, OutboundPoliciesServer},
+};
+use trellis_api::proto::policy as pbp;
+use trellis_api::watch::{ResponseStream, serve};
+use trellis_api::{GatewayTarget, InboundTarget, OutboundTarget};
+use trellis_policy::GatewayPolicy;
+
+/// The three watch services over one index.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    index: SharedIndex,
+    metrics: Arc<Metrics>,
+}
+
+impl Discovery {
+    pub fn new(index: SharedIndex, metrics: Arc<Metrics>) -> Self {
+        Self { index, metrics }
+    }
+
+    /// Serves the three services on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(OutboundPoliciesServer::new(self.clone()))
+            .add_service(InboundPoliciesServer::new(self.clone()))
+            .add_service(GatewayConfigServer::new(self))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+}
+
+/// Counts a stream while it is open.
+struct Open(Arc<Metrics>, &'static str);
+
+impl Open {
+    fn new(metrics: &Arc<Metrics>, service: &'static str) -> Self {
+        metrics.stream_opened(service);
+        Self(metrics.clone(), service)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.stream_closed(self.1);
+    }
+}
+
+#[tonic::async_trait]
+impl OutboundPolicies for Discovery {
+    type WatchStream = ResponseStream<pb::OutboundUpdate>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::OutboundTarget>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let t = OutboundTarget::try_from(request.into_inner())?;
+        let target: SocketAddr = t.target.0;
+        let rx = self.index.lock().outbound(target, &t.client_namespace);
+        let open = Open::new(&self.metrics, "outbound");
+        let metrics = self.metrics.clone();
+        Ok(Response::new(serve(rx, move |o: &Outbound| {
+            let _ = &open;
+            metrics.update_sent("outbound");
+            match o {
+                Outbound::Policy(p) => pb::OutboundUpdate::from(p.as_ref()),
+                Outbound::NoPolicy => pb::OutboundUpdate::from(None),
+            }
+        })))
+    }
+}
+
+#[tonic::async_trait]
+impl InboundPolicies for Discovery {
+    type WatchStream = ResponseStream<pbp::InboundPolicy>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::InboundTarget>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let t = InboundTarget::try_from(request.into_inner())?;
+        let rx = self.index.lock().inbound(t.workload, t.port);
+        let open = Open::new(&self.metrics, "inbound");
+        let metrics = self.metrics.clone();
+        Ok(Response::new(serve(rx, move |p| {
+            let _ = &open;
+            metrics.update_sent("inbound");
+            pbp::InboundPolicy::from(p.as_ref())
+        })))
+    }
+}
+
+#[tonic::async_trait]
+impl GatewayConfig for Discovery {
+    type WatchStream = ResponseStream<pbp::GatewayPolicy>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::GatewayTarget>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let t = GatewayTarget::try_from(request.into_inner())?;
+        let gateway = t.gateway.clone();
+        let rx = self.index.lock().gateway(t.gateway);
+        let open = Open::new(&self.metrics, "gateway");
+        let metrics = self.metrics.clone();
+        Ok(Response::new(serve(rx, move |p| {
+            let _ = &open;
+            metrics.update_sent("gateway");
+            match p {
+                Some(p) => pbp::GatewayPolicy::from(p.as_ref()),
+                // Unknown or not Trellis': no listeners to serve.
+                None => pbp::GatewayPolicy::from(&GatewayPolicy {
+                    gateway: gateway.clone(),
+                    listeners: Vec::new(),
+                }),
+            }
+        })))
+    }
+}
