@@ -11,74 +11,70 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub const ECHO_METHOD: &str = "/proto.EchoTestService/Echo";
+pub const ECHO_METHOD: &str = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo";
+/// Field numbers from `EchoResponse` to the pod name.
+const POD_FIELDS: &[u64] = &[1, 4, 4];
 
 /// The answer of one call.
 #[derive(Debug, Clone)]
 pub struct GrpcReply {
     pub status: u32,
-    pub message: String,
+    /// The answering pod's name (empty when the reply carried none).
+    pub pod: String,
 }
 
 impl GrpcReply {
-    /// The pod that answered: a `Hostname=` line or a JSON `pod` field of
-    /// the echo's message.
-    pub fn pod(&self) -> Option<String> {
-        if let Some(line) = self
-            .message
-            .lines()
-            .find_map(|l| l.split_once("Hostname=").map(|(_, v)| v.trim().to_string()))
-        {
-            return Some(line);
-        }
-        serde_json::from_str::<serde_json::Value>(&self.message)
-            .ok()
-            .and_then(|v| v["pod"].as_str().map(String::from))
+    /// The pod that answered.
+    pub fn pod(&self) -> Option<&str> {
+        (!self.pod.is_empty()).then_some(self.pod.as_str())
     }
 }
 
-/// Encodes a message with one string field 1 and frames it for gRPC.
-pub fn frame(message: &str) -> Bytes {
-    let mut pb = BytesMut::new();
-    if !message.is_empty() {
-        pb.put_u8(0x0a);
-        let mut len = message.len();
-        while len >= 0x80 {
-            pb.put_u8((len as u8 & 0x7f) | 0x80);
-            len >>= 7;
-        }
-        pb.put_u8(len as u8);
-        pb.put_slice(message.as_bytes());
-    }
-    let mut out = BytesMut::with_capacity(pb.len() + 5);
+/// Frames a protobuf message for gRPC (uncompressed, length-prefixed).
+pub fn frame(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.len() + 5);
     out.put_u8(0);
-    out.put_u32(pb.len() as u32);
-    out.put_slice(&pb);
+    out.put_u32(message.len() as u32);
+    out.put_slice(message);
     out.freeze()
 }
 
-/// Decodes the string field 1 of the first framed message.
-pub fn unframe(body: &[u8]) -> Option<String> {
+/// The first framed message of a gRPC body.
+pub fn unframe(body: &[u8]) -> Option<&[u8]> {
     let len = u32::from_be_bytes(body.get(1..5)?.try_into().ok()?) as usize;
-    let mut pb = body.get(5..5 + len)?;
-    while !pb.is_empty() {
-        let tag = pb[0];
-        pb = &pb[1..];
-        let (n, used) = varint(pb)?;
-        pb = &pb[used..];
-        match tag & 7 {
-            2 => {
-                let field = pb.get(..n as usize)?;
-                if tag >> 3 == 1 {
-                    return Some(String::from_utf8_lossy(field).to_string());
+    body.get(5..5 + len)
+}
+
+/// Follows length-delimited fields by number (`[1, 4, 4]`: field 4 of field
+/// 4 of field 1) and returns the last one as text.
+pub fn field_path(mut msg: &[u8], path: &[u64]) -> Option<String> {
+    for (depth, want) in path.iter().enumerate() {
+        let mut found = None;
+        while !msg.is_empty() {
+            let (key, used) = varint(msg)?;
+            msg = &msg[used..];
+            match key & 7 {
+                0 => msg = &msg[varint(msg)?.1..],
+                1 => msg = msg.get(8..)?,
+                5 => msg = msg.get(4..)?,
+                2 => {
+                    let (n, used) = varint(msg)?;
+                    let field = msg.get(used..used + n as usize)?;
+                    msg = &msg[used + n as usize..];
+                    if key >> 3 == *want {
+                        found = Some(field);
+                        break;
+                    }
                 }
-                pb = &pb[n as usize..];
+                _ => return None,
             }
-            0 => {}
-            _ => return None,
+        }
+        msg = found?;
+        if depth + 1 == path.len() {
+            return Some(String::from_utf8_lossy(msg).to_string());
         }
     }
-    Some(String::new())
+    None
 }
 
 fn varint(b: &[u8]) -> Option<(u64, usize)> {
@@ -121,7 +117,7 @@ pub async fn echo(netns: &str, host: &str, timeout: Duration) -> Result<GrpcRepl
         let req = http::Request::post(format!("http://{host}{ECHO_METHOD}"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
-            .body(Full::new(frame("")))
+            .body(Full::new(frame(&[])))
             .map_err(|e| fail(e.to_string()))?;
         let resp = sender
             .send_request(req)
@@ -145,7 +141,9 @@ pub async fn echo(netns: &str, host: &str, timeout: Duration) -> Result<GrpcRepl
         let body = collected.to_bytes();
         Ok(GrpcReply {
             status: trailer_status.or(head_status).unwrap_or(2),
-            message: unframe(&body).unwrap_or_default(),
+            pod: unframe(&body)
+                .and_then(|m| field_path(m, POD_FIELDS))
+                .unwrap_or_default(),
         })
     };
     tokio::time::timeout(timeout, call)
@@ -160,15 +158,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_round_trip_through_grpc_framing() {
-        let long = "x".repeat(300);
-        for m in ["", "hello", long.as_str()] {
-            assert_eq!(unframe(&frame(m)).as_deref(), Some(m));
-        }
-        let r = GrpcReply {
-            status: 0,
-            message: "ServiceVersion=\nHostname=echo-v1-abc\n".into(),
-        };
-        assert_eq!(r.pod().as_deref(), Some("echo-v1-abc"));
+    fn the_pod_is_found_inside_the_echo_response() {
+        // EchoResponse{assertions: Assertions{fully_qualified_method: "/m", context: Context{namespace: "ns", pod: "echo-v1-x"}}}
+        let context = [&[0x0a, 2][..], b"ns", &[0x22, 9], b"echo-v1-x"].concat();
+        let assertions = [
+            &[0x0a, 2][..],
+            b"/m",
+            &[0x22, context.len() as u8],
+            &context,
+        ]
+        .concat();
+        let response = [&[0x0a, assertions.len() as u8][..], &assertions, &[0x12, 0]].concat();
+        let body = frame(&response);
+        assert_eq!(unframe(&body), Some(&response[..]));
+        assert_eq!(
+            field_path(unframe(&body).unwrap(), POD_FIELDS).as_deref(),
+            Some("echo-v1-x")
+        );
+        assert_eq!(field_path(&response, &[1, 4, 1]).as_deref(), Some("ns"));
+        assert_eq!(field_path(&response, &[3]), None);
+        assert_eq!(unframe(&[0, 0, 0]), None, "a truncated frame");
     }
 }

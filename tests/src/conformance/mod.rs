@@ -368,6 +368,7 @@ async fn distribution(netns: &str, req: &Request, w: &Weights) -> Result<(), Str
                     return Err(format!("grpc-status {}", r.status));
                 }
                 r.pod()
+                    .map(String::from)
                     .ok_or_else(|| "the gRPC echo named no pod".to_string())
             } else {
                 let r = client::send(&netns, &req, REQUEST_TIMEOUT)
