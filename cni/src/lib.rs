@@ -17,6 +17,7 @@
 //! pod-metadata file format.
 
 pub mod config;
+pub mod install;
 pub mod pod;
 pub mod source;
 pub mod spec;
@@ -191,6 +192,9 @@ pub fn process_main() -> i32 {
         if arg == "--version" {
             println!("trellis-cni {}", env!("CARGO_PKG_VERSION"));
             return 0;
+        }
+        if arg == "install" || arg == "uninstall" {
+            return install::main(&std::env::args().skip(1).collect::<Vec<_>>());
         }
         eprintln!(
             "trellis-cni: unexpected argument {arg:?}: this is a CNI plugin, run by a container runtime with CNI_COMMAND in the environment and the network configuration on stdin"
