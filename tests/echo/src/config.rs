@@ -1,0 +1,317 @@
+//! Flags and environment. The flags are those of the upstream mesh
+//! conformance backend (`echo-advanced`, Istio's echo app), so the sandbox
+//! runs the conformance Deployments' `args` unchanged:
+//! `--port` (HTTP, default 8080), `--grpc` (default 7070), `--tcp` (default
+//! 9090), each repeatable or comma-separated; `--tls` marks some of those
+//! ports as TLS; `--crt`/`--key` give its certificate; `--bind-ip` and
+//! `--bind-localhost` bind ports to `INSTANCE_IP` or 127.0.0.1 instead of
+//! every address; `--version` and `--cluster` are echoed back.
+
+use clap::Parser;
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trellis-echo",
+    about = "The Trellis test backend: HTTP/1.1 and h2c, gRPC and TCP echo",
+    disable_version_flag = true
+)]
+pub struct Args {
+    /// HTTP ports (HTTP/1.1 and HTTP/2 with prior knowledge, WebSocket).
+    #[arg(long = "port", value_delimiter = ',', value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// gRPC ports (the GrpcEcho service).
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub grpc: Vec<u16>,
+    /// TCP echo ports.
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub tcp: Vec<u16>,
+    /// Ports among the above that are served over TLS.
+    #[arg(long, value_delimiter = ',', value_name = "PORT")]
+    pub tls: Vec<u16>,
+    /// Ports bound to the address in INSTANCE_IP rather than every address.
+    #[arg(long = "bind-ip", value_delimiter = ',', value_name = "PORT")]
+    pub bind_ip: Vec<u16>,
+    /// Ports bound to 127.0.0.1 rather than every address.
+    #[arg(long = "bind-localhost", value_delimiter = ',', value_name = "PORT")]
+    pub bind_localhost: Vec<u16>,
+    /// TLS certificate (PEM). Without it, or when the file does not exist,
+    /// a self-signed certificate is generated at start.
+    #[arg(long)]
+    pub crt: Option<PathBuf>,
+    /// TLS private key (PEM) for --crt.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// A version string, echoed back (`version`).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// A cluster name, echoed back (`cluster`).
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+/// What a port speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+    Tcp,
+}
+
+/// One port to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: Protocol,
+    /// The address to bind; an unspecified IP means every address (both
+    /// families where the host has IPv6).
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// Who the server is, echoed in every answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub namespace: String,
+    pub pod: String,
+    pub service: String,
+    pub version: String,
+    pub cluster: String,
+}
+
+/// Where the certificate for TLS ports comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    Files {
+        crt: PathBuf,
+        key: PathBuf,
+    },
+    /// Generated at start, for these names.
+    SelfSigned(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub identity: Identity,
+    pub cert: CertSource,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("port {0} is given to more than one of --port, --grpc and --tcp")]
+    Duplicate(u16),
+    #[error("--{flag} {port}: not one of the --port, --grpc or --tcp ports")]
+    Unknown { flag: &'static str, port: u16 },
+    #[error(
+        "--bind-ip needs the INSTANCE_IP environment variable to hold an IP address, not {0:?}"
+    )]
+    InstanceIp(String),
+    #[error("--crt and --key go together")]
+    HalfCert,
+}
+
+impl Config {
+    /// Builds the configuration from flags and the environment (`NAMESPACE`,
+    /// `POD_NAME`, `SERVICE_NAME`, `INSTANCE_IP`), read through `env`.
+    pub fn from_args(
+        args: Args,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let or = |ports: Vec<u16>, default: u16| {
+            if ports.is_empty() {
+                vec![default]
+            } else {
+                ports
+            }
+        };
+        let ports: Vec<(Protocol, u16)> = [
+            (Protocol::Http, or(args.port, 8080)),
+            (Protocol::Grpc, or(args.grpc, 7070)),
+            (Protocol::Tcp, or(args.tcp, 9090)),
+        ]
+        .into_iter()
+        .flat_map(|(p, ports)| ports.into_iter().map(move |port| (p, port)))
+        .collect();
+        let mut seen = BTreeSet::new();
+        for (_, port) in &ports {
+            if !seen.insert(*port) {
+                return Err(ConfigError::Duplicate(*port));
+            }
+        }
+        for (flag, list) in [
+            ("tls", &args.tls),
+            ("bind-ip", &args.bind_ip),
+            ("bind-localhost", &args.bind_localhost),
+        ] {
+            if let Some(port) = list.iter().find(|p| !seen.contains(p)) {
+                return Err(ConfigError::Unknown { flag, port: *port });
+            }
+        }
+        let instance_ip = if args.bind_ip.is_empty() {
+            None
+        } else {
+            let text = env("INSTANCE_IP").unwrap_or_default();
+            Some(
+                text.parse::<IpAddr>()
+                    .map_err(|_| ConfigError::InstanceIp(text))?,
+            )
+        };
+        let listeners = ports
+            .into_iter()
+            .map(|(protocol, port)| {
+                let ip = match instance_ip {
+                    Some(ip) if args.bind_ip.contains(&port) => ip,
+                    _ if args.bind_localhost.contains(&port) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    _ => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                };
+                Listener {
+                    protocol,
+                    addr: SocketAddr::new(ip, port),
+                    tls: args.tls.contains(&port),
+                }
+            })
+            .collect();
+        let get = |name: &str| env(name).unwrap_or_default();
+        let identity = Identity {
+            namespace: get("NAMESPACE"),
+            pod: get("POD_NAME"),
+            service: get("SERVICE_NAME"),
+            version: args.version.unwrap_or_default(),
+            cluster: args.cluster.unwrap_or_default(),
+        };
+        let cert = match (args.crt, args.key) {
+            (Some(crt), Some(key)) if crt.exists() && key.exists() => {
+                CertSource::Files { crt, key }
+            }
+            (Some(_), None) | (None, Some(_)) => return Err(ConfigError::HalfCert),
+            _ => CertSource::SelfSigned(self_signed_names(&identity)),
+        };
+        Ok(Config {
+            listeners,
+            identity,
+            cert,
+        })
+    }
+}
+
+/// The names a generated certificate carries: localhost, and the pod's and
+/// service's names as clients in the mesh would spell them.
+fn self_signed_names(id: &Identity) -> Vec<String> {
+    let mut names = vec!["localhost".to_string()];
+    for name in [&id.pod, &id.service].into_iter().filter(|n| !n.is_empty()) {
+        names.push(name.clone());
+        if !id.namespace.is_empty() {
+            names.push(format!("{name}.{}", id.namespace));
+            names.push(format!("{name}.{}.svc.cluster.local", id.namespace));
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(flags: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let args =
+            Args::try_parse_from(std::iter::once("trellis-echo").chain(flags.iter().copied()))
+                .unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_args(args, &|name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn ports(c: &Config) -> Vec<(Protocol, u16, bool)> {
+        c.listeners
+            .iter()
+            .map(|l| (l.protocol, l.addr.port(), l.tls))
+            .collect()
+    }
+
+    #[test]
+    fn the_conformance_deployment_args() {
+        let c = config(
+            &[
+                "--tcp=9090",
+                "--port=8080",
+                "--grpc=7070",
+                "--port=8443",
+                "--tls=8443",
+                "--crt=/cert.crt",
+                "--key=/cert.key",
+            ],
+            &[("NAMESPACE", "ns"), ("POD_NAME", "echo-v1-0")],
+        )
+        .unwrap();
+        assert_eq!(
+            ports(&c),
+            [
+                (Protocol::Http, 8080, false),
+                (Protocol::Http, 8443, true),
+                (Protocol::Grpc, 7070, false),
+                (Protocol::Tcp, 9090, false)
+            ]
+        );
+        // The image's certificate files are not on the host: generate one.
+        assert!(
+            matches!(&c.cert, CertSource::SelfSigned(names) if names.contains(&"echo-v1-0.ns".to_string()))
+        );
+        assert_eq!(c.identity.pod, "echo-v1-0");
+    }
+
+    #[test]
+    fn defaults_and_lists() {
+        let c = config(&[], &[]).unwrap();
+        assert_eq!(
+            ports(&c),
+            [
+                (Protocol::Http, 8080, false),
+                (Protocol::Grpc, 7070, false),
+                (Protocol::Tcp, 9090, false)
+            ]
+        );
+        let c = config(&["--port", "80,81", "--grpc=90"], &[]).unwrap();
+        assert_eq!(ports(&c).len(), 4);
+    }
+
+    #[test]
+    fn binding() {
+        let c = config(
+            &["--port=80,81", "--bind-localhost=80", "--bind-ip=81"],
+            &[("INSTANCE_IP", "198.18.0.4")],
+        )
+        .unwrap();
+        assert_eq!(c.listeners[0].addr, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(c.listeners[1].addr, "198.18.0.4:81".parse().unwrap());
+        assert!(c.listeners[2].addr.ip().is_unspecified());
+    }
+
+    #[test]
+    fn bad_combinations_are_named() {
+        assert_eq!(
+            config(&["--port=80", "--grpc=80"], &[]),
+            Err(ConfigError::Duplicate(80))
+        );
+        assert_eq!(
+            config(&["--tls=443"], &[]),
+            Err(ConfigError::Unknown {
+                flag: "tls",
+                port: 443
+            })
+        );
+        assert_eq!(
+            config(&["--bind-ip=8080"], &[]),
+            Err(ConfigError::InstanceIp(String::new()))
+        );
+        assert_eq!(config(&["--crt=/x"], &[]), Err(ConfigError::HalfCert));
+        assert!(Args::try_parse_from(["trellis-echo", "--port=http"]).is_err());
+    }
+}
