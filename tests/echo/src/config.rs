@@ -6,6 +6,10 @@
 //! ports as TLS; `--crt`/`--key` give its certificate; `--bind-ip` and
 //! `--bind-localhost` bind ports to `INSTANCE_IP` or 127.0.0.1 instead of
 //! every address; `--version` and `--cluster` are echoed back.
+//!
+//! `--echo-basic` instead takes the ports from the environment the way the
+//! Gateway API base conformance backend (`echo-basic`) does, so its
+//! Deployments (configured by `env`, without `args`) run unchanged too.
 
 use clap::Parser;
 use std::{
@@ -52,6 +56,12 @@ pub struct Args {
     /// A cluster name, echoed back (`cluster`).
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Take ports and certificate from echo-basic's environment: HTTP on
+    /// HTTP_PORT (3000) and H2C_PORT (3001), HTTPS on HTTPS_PORT (8443) with
+    /// TLS_SERVER_CERT and TLS_SERVER_PRIVKEY; with GRPC_ECHO_SERVER or
+    /// TCP_ECHO_SERVER set, gRPC or TCP echo on HTTP_PORT and HTTPS_PORT.
+    #[arg(long = "echo-basic", conflicts_with_all = ["port", "grpc", "tcp", "tls", "crt", "key"])]
+    pub echo_basic: bool,
 }
 
 /// What a port speaks.
@@ -112,6 +122,8 @@ pub enum ConfigError {
     InstanceIp(String),
     #[error("--crt and --key go together")]
     HalfCert,
+    #[error("{name}={value:?} is not a port number")]
+    EnvPort { name: &'static str, value: String },
 }
 
 impl Config {
@@ -121,21 +133,26 @@ impl Config {
         args: Args,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let or = |ports: Vec<u16>, default: u16| {
-            if ports.is_empty() {
-                vec![default]
-            } else {
-                ports
-            }
+        let (ports, tls, crt, key) = if args.echo_basic {
+            echo_basic(env)?
+        } else {
+            let or = |ports: Vec<u16>, default: u16| {
+                if ports.is_empty() {
+                    vec![default]
+                } else {
+                    ports
+                }
+            };
+            let ports: Vec<(Protocol, u16)> = [
+                (Protocol::Http, or(args.port, 8080)),
+                (Protocol::Grpc, or(args.grpc, 7070)),
+                (Protocol::Tcp, or(args.tcp, 9090)),
+            ]
+            .into_iter()
+            .flat_map(|(p, ports)| ports.into_iter().map(move |port| (p, port)))
+            .collect();
+            (ports, args.tls, args.crt, args.key)
         };
-        let ports: Vec<(Protocol, u16)> = [
-            (Protocol::Http, or(args.port, 8080)),
-            (Protocol::Grpc, or(args.grpc, 7070)),
-            (Protocol::Tcp, or(args.tcp, 9090)),
-        ]
-        .into_iter()
-        .flat_map(|(p, ports)| ports.into_iter().map(move |port| (p, port)))
-        .collect();
         let mut seen = BTreeSet::new();
         for (_, port) in &ports {
             if !seen.insert(*port) {
@@ -143,7 +160,7 @@ impl Config {
             }
         }
         for (flag, list) in [
-            ("tls", &args.tls),
+            ("tls", &tls),
             ("bind-ip", &args.bind_ip),
             ("bind-localhost", &args.bind_localhost),
         ] {
@@ -171,7 +188,7 @@ impl Config {
                 Listener {
                     protocol,
                     addr: SocketAddr::new(ip, port),
-                    tls: args.tls.contains(&port),
+                    tls: tls.contains(&port),
                 }
             })
             .collect();
@@ -183,7 +200,7 @@ impl Config {
             version: args.version.unwrap_or_default(),
             cluster: args.cluster.unwrap_or_default(),
         };
-        let cert = match (args.crt, args.key) {
+        let cert = match (crt, key) {
             (Some(crt), Some(key)) if crt.exists() && key.exists() => {
                 CertSource::Files { crt, key }
             }
@@ -196,6 +213,47 @@ impl Config {
             cert,
         })
     }
+}
+
+/// Ports, TLS ports and certificate files from echo-basic's environment.
+type Ports = (
+    Vec<(Protocol, u16)>,
+    Vec<u16>,
+    Option<PathBuf>,
+    Option<PathBuf>,
+);
+
+fn echo_basic(env: &dyn Fn(&str) -> Option<String>) -> Result<Ports, ConfigError> {
+    let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+    let port = |name: &'static str, default: u16| match env(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(value) => value
+            .parse()
+            .map_err(|_| ConfigError::EnvPort { name, value }),
+    };
+    let crt = env("TLS_SERVER_CERT").filter(|v| !v.is_empty());
+    // The HTTP server spells it PRIVKEY, the gRPC and TCP servers PRIV_KEY.
+    let key = env("TLS_SERVER_PRIV_KEY")
+        .or_else(|| env("TLS_SERVER_PRIVKEY"))
+        .filter(|v| !v.is_empty());
+    let https = crt.is_some() && key.is_some();
+    let (http, secure) = (port("HTTP_PORT", 3000)?, port("HTTPS_PORT", 8443)?);
+    let mut ports = Vec::new();
+    let protocol = if set("GRPC_ECHO_SERVER") {
+        Protocol::Grpc
+    } else if set("TCP_ECHO_SERVER") {
+        Protocol::Tcp
+    } else {
+        ports.push((Protocol::Http, port("H2C_PORT", 3001)?));
+        Protocol::Http
+    };
+    ports.insert(0, (protocol, http));
+    let mut tls = Vec::new();
+    if https {
+        ports.push((protocol, secure));
+        tls.push(secure);
+    }
+    Ok((ports, tls, crt.map(PathBuf::from), key.map(PathBuf::from)))
 }
 
 /// The names a generated certificate carries: localhost, and the pod's and
@@ -292,6 +350,48 @@ mod tests {
         assert_eq!(c.listeners[0].addr, "127.0.0.1:80".parse().unwrap());
         assert_eq!(c.listeners[1].addr, "198.18.0.4:81".parse().unwrap());
         assert!(c.listeners[2].addr.ip().is_unspecified());
+    }
+
+    #[test]
+    fn echo_basic_takes_the_environment() {
+        let c = config(&["--echo-basic"], &[]).unwrap();
+        assert_eq!(
+            ports(&c),
+            [(Protocol::Http, 3000, false), (Protocol::Http, 3001, false)]
+        );
+        let tls = [
+            ("TLS_SERVER_CERT", "/etc/secret-volume/crt"),
+            ("TLS_SERVER_PRIVKEY", "/etc/secret-volume/key"),
+        ];
+        let c = config(&["--echo-basic"], &tls).unwrap();
+        assert_eq!(ports(&c).last(), Some(&(Protocol::Http, 8443, true)));
+        let c = config(
+            &["--echo-basic"],
+            &[("GRPC_ECHO_SERVER", "1"), ("HTTP_PORT", "3100")],
+        )
+        .unwrap();
+        assert_eq!(ports(&c), [(Protocol::Grpc, 3100, false)]);
+        let c = config(
+            &["--echo-basic"],
+            &[
+                ("TCP_ECHO_SERVER", "1"),
+                ("TLS_SERVER_CERT", "/c"),
+                ("TLS_SERVER_PRIV_KEY", "/k"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            ports(&c),
+            [(Protocol::Tcp, 3000, false), (Protocol::Tcp, 8443, true)]
+        );
+        assert_eq!(
+            config(&["--echo-basic"], &[("HTTP_PORT", "web")]),
+            Err(ConfigError::EnvPort {
+                name: "HTTP_PORT",
+                value: "web".into()
+            })
+        );
+        assert!(Args::try_parse_from(["trellis-echo", "--echo-basic", "--port=1"]).is_err());
     }
 
     #[test]

@@ -43,15 +43,24 @@ impl EchoService {
             .get::<CallTarget>()
             .cloned()
             .unwrap_or_default();
-        let headers = req
-            .metadata()
-            .clone()
-            .into_headers()
-            .iter()
-            .map(|(k, v)| Header {
-                key: k.as_str().to_string(),
-                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            })
+        // Like grpc-go's incoming metadata, which the upstream backend lists:
+        // `:authority` first, then every request header.
+        let authority = (!target.authority.is_empty()).then(|| Header {
+            key: ":authority".into(),
+            value: target.authority.clone(),
+        });
+        let headers = authority
+            .into_iter()
+            .chain(
+                req.metadata()
+                    .clone()
+                    .into_headers()
+                    .iter()
+                    .map(|(k, v)| Header {
+                        key: k.as_str().to_string(),
+                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    }),
+            )
             .collect();
         let id = &self.identity;
         Assertions {

@@ -471,6 +471,10 @@ async fn grpc_echo_reports_what_it_saw() {
         "{:?}",
         a.headers
     );
+    assert_eq!(
+        a.headers[0].key, ":authority",
+        "listed first, as grpc-go does"
+    );
     let ctx = a.context.unwrap();
     assert_eq!(
         (
