@@ -50,11 +50,14 @@ impl Admin {
 
     fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/metrics") => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.encode(),
-            ),
+            (&Method::GET, "/metrics") => {
+                self.discovery.refresh_metrics();
+                text(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.metrics.encode(),
+                )
+            }
             (&Method::GET, "/ready") if self.ready.is_ready() && !self.shutdown.is_cancelled() => {
                 text(StatusCode::OK, "text/plain", "ready\n")
             }

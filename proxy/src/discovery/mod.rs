@@ -267,7 +267,6 @@ impl Discovery {
         };
         *w.task.lock() = task.map(|t| t.abort_handle());
         map.insert(target, w.clone());
-        self.count_targets(&map);
         w
     }
 
@@ -298,6 +297,11 @@ impl Discovery {
         *w.task.lock() = task.map(|t| t.abort_handle());
         map.insert(port, w.clone());
         w
+    }
+
+    /// Brings the per-state target gauges up to date (before a scrape).
+    pub fn refresh_metrics(&self) {
+        self.count_targets(&self.outbound.lock());
     }
 
     fn count_targets(&self, map: &HashMap<Target, Arc<OutboundWatch>>) {

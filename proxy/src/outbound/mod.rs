@@ -45,7 +45,6 @@ impl Outbound {
         fixed: Option<SocketAddr>,
         drain: Drain,
     ) {
-        let local = listener.local_addr().ok();
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -70,7 +69,7 @@ impl Outbound {
                     }
                 },
             };
-            if fixed.is_none() && Some(orig.0) == local {
+            if fixed.is_none() && tcp.local_addr().ok().map(transport::unmap) == Some(orig.0) {
                 // Not redirected: forwarding would connect back to ourselves.
                 tracing::debug!("refused a connection made straight to the outbound port");
                 continue;
