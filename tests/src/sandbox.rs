@@ -419,7 +419,15 @@ impl Sandbox {
                 self.publish(st)?;
                 self.dir.save(st)?;
             }
-            if reasons.is_empty() {
+            // Ready as far as the pods go: done once the controller serves
+            // what was just published, as "up" promises sidecars can get it.
+            if reasons.is_empty()
+                && !changed
+                && let Some(r) = spawn::controller_lags(st, &node)
+            {
+                reasons.push(format!("trellis-controller: {r}"));
+            }
+            if reasons.is_empty() && !changed {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

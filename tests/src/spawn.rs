@@ -275,3 +275,58 @@ pub fn proxy_env(st: &State, pod: &PodState) -> BTreeMap<String, String> {
     let _ = st;
     out
 }
+
+/// Why the controller's view lags the sandbox's (None when it has caught
+/// up): every ready endpoint of every Service must appear in the policy the
+/// controller serves for some Service port, as proxies would receive it.
+pub fn controller_lags(st: &State, node: &str) -> Option<String> {
+    let mut expected = std::collections::BTreeSet::new();
+    let mut observed = std::collections::BTreeSet::new();
+    for (svc, ip) in crate::cluster::services(st) {
+        let Some(ip) = ip else { continue };
+        for port in &svc.ports {
+            for pod in st.pods.values().filter(|p| p.ready && svc.selects(&p.plan)) {
+                if let (Some(pip), Some(t)) = (pod.ip, pod.plan.resolve_port(&port.target())) {
+                    expected.insert(format!("{pip}:{t}"));
+                }
+            }
+            let path = format!(
+                "/policy?ip={ip}&port={}&namespace={}",
+                port.port, svc.namespace
+            );
+            match probe::http_get(node, controller_admin(), &path) {
+                Ok((200, body)) => {
+                    if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                        collect_addrs(&v, &mut observed);
+                    }
+                }
+                Ok((s, body)) => return Some(format!("{path} answered {s}: {}", body.trim())),
+                Err(e) => return Some(format!("{path}: {e}")),
+            }
+        }
+    }
+    let missing: Vec<&String> = expected.difference(&observed).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "has not published endpoints {}",
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+fn collect_addrs(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(a)) = m.get("addr") {
+                out.insert(a.clone());
+            }
+            m.values().for_each(|x| collect_addrs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_addrs(x, out)),
+        _ => {}
+    }
+}
