@@ -16,6 +16,8 @@ pub mod port {
     pub const CONTROLLER_ADMIN: u16 = 9990;
     /// The identity service (gRPC over TLS).
     pub const IDENTITY_GRPC: u16 = 8083;
+    /// The identity service's admin server: `/metrics`, `/ready`, `/live`.
+    pub const IDENTITY_ADMIN: u16 = 9983;
     /// The injector webhook (HTTPS).
     pub const INJECTOR_WEBHOOK: u16 = 8443;
 }

@@ -289,6 +289,7 @@ def check_contract(objects, values):
     assert port("Deployment", "trellis-controller", "controller", "grpc") == C["port::CONTROLLER_GRPC"]
     assert port("Deployment", "trellis-controller", "controller", "admin") == C["port::CONTROLLER_ADMIN"]
     assert port("Deployment", "trellis-identity", "identity", "grpc") == C["port::IDENTITY_GRPC"]
+    assert port("Deployment", "trellis-identity", "identity", "admin") == C["port::IDENTITY_ADMIN"]
     assert port("Deployment", "trellis-injector", "injector", "https") == C["port::INJECTOR_WEBHOOK"]
     svc = one(objects, "Service", "trellis-controller")
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]}["grpc"] == C["port::CONTROLLER_GRPC"]

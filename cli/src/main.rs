@@ -2,8 +2,10 @@
 //! has an `Args` (clap) and a `run(Args) -> anyhow::Result<ExitCode>`, listed
 //! once in `commands!` below.
 
+mod check;
 mod conformance;
 mod demo;
+mod install;
 mod sandbox;
 mod table;
 
@@ -27,6 +29,8 @@ commands! {
     demo::Demo,
     sandbox::Sandbox,
     conformance::Conformance,
+    install::Install,
+    check::Check,
 }
 
 /// trellisctl: the Trellis operator tool.
@@ -76,6 +80,7 @@ fn is_usage(e: &anyhow::Error) -> bool {
     use trellis_sandbox::{conformance, names, sandbox};
     e.chain().any(|c| {
         c.downcast_ref::<names::Error>().is_some()
+            || c.downcast_ref::<install::UsageError>().is_some()
             || matches!(
                 c.downcast_ref::<sandbox::Error>(),
                 Some(sandbox::Error::Names(_))

@@ -161,6 +161,8 @@ struct Store {
     objects: BTreeMap<String, Value>,
     version: u64,
     requests: Vec<Recorded>,
+    /// Answers of the API server's service and pod proxy, by path.
+    proxied: BTreeMap<String, (u16, String)>,
     /// GVKs stored at least once, for discovery: (group, version, kind, plural, namespaced).
     extra_kinds: Vec<(String, String, String, String, bool)>,
 }
@@ -305,12 +307,14 @@ impl MockApi {
         MockApi { addr, shared, task }
     }
 
-    /// A client for this server (default namespace `default`).
+    /// A client for this server (default namespace `default`, no retries).
     pub fn client(&self) -> kube::Client {
         let url = format!("http://{}", self.addr)
             .parse()
             .expect("a loopback URL parses");
-        let config = kube::Config::new(url);
+        let mut config = kube::Config::new(url);
+        // Tests see every answer as it is; a 503 is not retried for minutes.
+        config.default_retry = false;
         kube::Client::try_from(config).expect("a client for the mock API server")
     }
 
@@ -351,6 +355,16 @@ impl MockApi {
             .filter(|o| o.get("kind").and_then(Value::as_str) == Some(kind))
             .cloned()
             .collect()
+    }
+
+    /// Answers `GET`/`POST` on `path` (a `.../proxy/...` path of a Service or
+    /// Pod) with `status` and `body`, as if the API server had reached it.
+    pub fn proxy(&self, path: &str, status: u16, body: &str) {
+        self.shared
+            .store
+            .lock()
+            .proxied
+            .insert(path.to_string(), (status, body.to_string()));
     }
 
     /// Every stored object.
@@ -451,6 +465,27 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         content_type: content_type.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    if path.contains("/proxy/") {
+        let answer = shared.store.lock().proxied.get(&path).cloned();
+        return match answer {
+            Some((code, body)) => Response::builder()
+                .status(code)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap_or_else(|e| {
+                    status(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalError",
+                        e.to_string(),
+                    )
+                }),
+            None => status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("no endpoints available for {path}"),
+            ),
+        };
+    }
     if path == "/version" {
         return ok(StatusCode::OK, version_info(&shared.server_version));
     }
