@@ -228,7 +228,7 @@ pub(crate) fn wire_name<T: Serialize>(value: &T) -> String {
     }
 }
 
-fn meta_of(kind: RouteKind, meta: &ObjectMeta) -> RouteRef {
+pub(crate) fn meta_of(kind: RouteKind, meta: &ObjectMeta) -> RouteRef {
     RouteRef {
         kind,
         namespace: meta.namespace.clone().unwrap_or_default(),
@@ -240,17 +240,21 @@ fn meta_of(kind: RouteKind, meta: &ObjectMeta) -> RouteRef {
 /// Collects the first problem while converting, so conversion never stops
 /// half-way and the route reports one clear message.
 #[derive(Default)]
-struct Problems(Option<String>);
+pub(crate) struct Problems(pub(crate) Option<String>);
 
 impl Problems {
-    fn note(&mut self, message: String) {
+    pub(crate) fn note(&mut self, message: String) {
         if self.0.is_none() {
             self.0 = Some(message);
         }
     }
 }
 
-fn parse_duration(p: &mut Problems, field: &str, value: Option<&String>) -> Option<Duration> {
+pub(crate) fn parse_duration(
+    p: &mut Problems,
+    field: &str,
+    value: Option<&String>,
+) -> Option<Duration> {
     let v = value?;
     match duration::parse(v) {
         Ok(d) if d.is_zero() => None,
@@ -262,18 +266,18 @@ fn parse_duration(p: &mut Problems, field: &str, value: Option<&String>) -> Opti
     }
 }
 
-fn regex(p: &mut Problems, value: &str) -> Option<Regex> {
+pub(crate) fn regex(p: &mut Problems, value: &str) -> Option<Regex> {
     Regex::new(value).map_err(|e| p.note(e.to_string())).ok()
 }
 
-fn hostnames(p: &mut Problems, names: &[String]) -> Vec<HostMatch> {
+pub(crate) fn hostnames(p: &mut Problems, names: &[String]) -> Vec<HostMatch> {
     names
         .iter()
         .filter_map(|h| HostMatch::parse(h).map_err(|e| p.note(e.to_string())).ok())
         .collect()
 }
 
-fn parents<T: Serialize>(refs: &[T], route_ns: &str) -> Vec<ParentRef> {
+pub(crate) fn parents<T: Serialize>(refs: &[T], route_ns: &str) -> Vec<ParentRef> {
     refs.iter()
         .filter_map(|r| serde_json::to_value(r).ok())
         .filter_map(|v| serde_json::from_value::<ParentReference>(v).ok())
@@ -375,7 +379,7 @@ macro_rules! path_modifier {
     }};
 }
 
-fn invalid(message: String) -> Filter {
+pub(crate) fn invalid(message: String) -> Filter {
     Filter::Ready(HttpFilter::Invalid { message })
 }
 
@@ -658,11 +662,11 @@ pub fn http_route(route: &HttpRoute) -> RouteSpec {
     }
 }
 
-fn weight(w: Option<i32>) -> u32 {
+pub(crate) fn weight(w: Option<i32>) -> u32 {
     w.map_or(1, |w| u32::try_from(w).unwrap_or(0))
 }
 
-fn session(
+pub(crate) fn session(
     p: &mut Problems,
     name: Option<String>,
     kind: Option<String>,
@@ -680,228 +684,8 @@ fn session(
     }
 }
 
-/// gRPC status codes by name, for `retry.trellis.io/grpc-codes`.
-const GRPC_CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+mod grpc;
+mod opaque;
 
-/// Timeouts and retries of a GRPCRoute's rules, from its annotations.
-fn grpc_annotations(
-    p: &mut Problems,
-    annotations: &BTreeMap<String, String>,
-) -> (Timeouts, Option<GrpcRetry>) {
-    let timeouts = Timeouts {
-        request: parse_duration(
-            p,
-            key::GRPC_TIMEOUT_REQUEST,
-            annotations.get(key::GRPC_TIMEOUT_REQUEST),
-        ),
-        backend_request: parse_duration(
-            p,
-            key::GRPC_TIMEOUT_BACKEND_REQUEST,
-            annotations.get(key::GRPC_TIMEOUT_BACKEND_REQUEST),
-        ),
-    };
-    let codes = annotations.get(key::GRPC_RETRY_CODES);
-    let attempts = annotations.get(key::GRPC_RETRY_ATTEMPTS);
-    let backoff = annotations.get(key::GRPC_RETRY_BACKOFF);
-    if codes.is_none() && attempts.is_none() && backoff.is_none() {
-        return (timeouts, None);
-    }
-    let codes = codes
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .filter_map(|c| {
-                    let upper = c.to_ascii_uppercase().replace('-', "_");
-                    let code = c.parse::<u32>().ok().filter(|n| *n <= 16).or_else(|| {
-                        GRPC_CODES
-                            .iter()
-                            .position(|n| *n == upper)
-                            .and_then(|i| u32::try_from(i).ok())
-                    });
-                    if code.is_none() {
-                        p.note(format!(
-                            "{}: unknown gRPC code {c:?}",
-                            key::GRPC_RETRY_CODES
-                        ));
-                    }
-                    code
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let attempts = match attempts.map(|a| a.trim().parse::<u32>()) {
-        Some(Ok(a)) => a,
-        Some(Err(_)) => {
-            p.note(format!("{}: not a number", key::GRPC_RETRY_ATTEMPTS));
-            2
-        }
-        None => 2,
-    };
-    let retry = GrpcRetry {
-        codes,
-        attempts,
-        backoff: parse_duration(p, key::GRPC_RETRY_BACKOFF, backoff),
-    };
-    (timeouts, Some(retry))
-}
-
-/// Converts a GRPCRoute.
-pub fn grpc_route(route: &GrpcRoute) -> RouteSpec {
-    let ns = route.namespace().unwrap_or_default();
-    let mut p = Problems::default();
-    let spec = &route.spec;
-    let (timeouts, retry) = grpc_annotations(&mut p, route.annotations());
-    let rules = spec
-        .rules
-        .iter()
-        .flatten()
-        .map(|rule| {
-            let matches = rule
-                .matches
-                .iter()
-                .flatten()
-                .map(|m| GrpcMatch {
-                    method: m.method.as_ref().and_then(|mm| {
-                        if mm.service.is_none() && mm.method.is_none() {
-                            return None;
-                        }
-                        match mm.r#type.as_ref().map(wire_name).as_deref() {
-                            Some("RegularExpression") => Some(GrpcMethodMatch::Regex {
-                                service: mm.service.as_deref().and_then(|s| regex(&mut p, s)),
-                                method: mm.method.as_deref().and_then(|s| regex(&mut p, s)),
-                            }),
-                            _ => Some(GrpcMethodMatch::Exact {
-                                service: mm.service.clone(),
-                                method: mm.method.clone(),
-                            }),
-                        }
-                    }),
-                    headers: header_matches!(&mut p, m.headers),
-                })
-                .collect();
-            let filters = rule
-                .filters
-                .iter()
-                .flatten()
-                .map(|f| grpc_common_filter!(&mut p, f, ns, wire_name(&f.r#type).as_str()))
-                .collect();
-            let backends = rule
-                .backend_refs
-                .iter()
-                .flatten()
-                .map(|b| {
-                    let fs = b
-                        .filters
-                        .iter()
-                        .flatten()
-                        .map(|f| grpc_common_filter!(&mut p, f, ns, wire_name(&f.r#type).as_str()))
-                        .collect();
-                    backend_ref!(b, ns, weight(b.weight), fs)
-                })
-                .collect();
-            let session_persistence = rule.session_persistence.as_ref().map(|s| {
-                session(
-                    &mut p,
-                    s.session_name.clone(),
-                    s.r#type.as_ref().map(wire_name),
-                    s.absolute_timeout.as_ref(),
-                    s.cookie_config
-                        .as_ref()
-                        .and_then(|c| c.lifetime_type.as_ref())
-                        .map(wire_name),
-                )
-            });
-            GrpcRuleSpec {
-                name: rule.name.clone(),
-                matches,
-                filters,
-                backends,
-                timeouts,
-                retry: retry.clone(),
-                session_persistence,
-            }
-        })
-        .collect();
-    let hostnames = hostnames(&mut p, spec.hostnames.as_deref().unwrap_or_default());
-    RouteSpec {
-        meta: meta_of(RouteKind::GrpcRoute, &route.metadata),
-        generation: route.metadata.generation,
-        parents: parents(spec.parent_refs.as_deref().unwrap_or_default(), &ns),
-        hostnames,
-        rules: Rules::Grpc(rules),
-        error: p.0,
-    }
-}
-
-/// Converts a TCPRoute.
-pub fn tcp_route(route: &crd::TcpRoute) -> RouteSpec {
-    let ns = route.namespace().unwrap_or_default();
-    let rules = route
-        .spec
-        .rules
-        .iter()
-        .map(|r| OpaqueRuleSpec {
-            name: r.name.clone(),
-            backends: r
-                .backend_refs
-                .iter()
-                .map(|b| backend_ref!(b, ns, weight(b.weight), Vec::new()))
-                .collect(),
-        })
-        .collect();
-    RouteSpec {
-        meta: meta_of(RouteKind::TcpRoute, &route.metadata),
-        generation: route.metadata.generation,
-        parents: parents(&route.spec.parent_refs, &ns),
-        hostnames: Vec::new(),
-        rules: Rules::Opaque(rules),
-        error: None,
-    }
-}
-
-/// Converts a TLSRoute.
-pub fn tls_route(route: &TlsRoute) -> RouteSpec {
-    let ns = route.namespace().unwrap_or_default();
-    let mut p = Problems::default();
-    let rules = route
-        .spec
-        .rules
-        .iter()
-        .map(|r| OpaqueRuleSpec {
-            name: r.name.clone(),
-            backends: r
-                .backend_refs
-                .iter()
-                .map(|b| backend_ref!(b, ns, weight(b.weight), Vec::new()))
-                .collect(),
-        })
-        .collect();
-    let hostnames = hostnames(&mut p, &route.spec.hostnames);
-    RouteSpec {
-        meta: meta_of(RouteKind::TlsRoute, &route.metadata),
-        generation: route.metadata.generation,
-        parents: parents(route.spec.parent_refs.as_deref().unwrap_or_default(), &ns),
-        hostnames,
-        rules: Rules::Opaque(rules),
-        error: p.0,
-    }
-}
+pub use self::grpc::grpc_route;
+pub use self::opaque::{tcp_route, tls_route};
