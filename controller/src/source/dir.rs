@@ -12,6 +12,7 @@ use crate::index::SharedIndex;
 use crate::objects::{Kind, Object};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -169,8 +170,9 @@ pub fn reset_all(index: &SharedIndex, objects: Vec<Object>) {
     }
 }
 
-/// A file's identity for change detection.
-type Stamp = (Option<SystemTime>, u64);
+/// A file's identity for change detection: a rename-over changes the
+/// inode even when size and modification time happen to match.
+type Stamp = (Option<SystemTime>, u64, u64);
 
 /// The manifest directory source.
 #[derive(Debug)]
@@ -195,8 +197,8 @@ impl Directory {
         let mut next = HashMap::with_capacity(current.len());
         for f in current {
             let stamp = std::fs::metadata(&f)
-                .map(|m| (m.modified().ok(), m.len()))
-                .unwrap_or((None, 0));
+                .map(|m| (m.modified().ok(), m.len(), m.ino()))
+                .unwrap_or((None, 0, 0));
             match self.cache.remove(&f) {
                 Some(entry) if entry.0 == stamp => {
                     next.insert(f, entry);
