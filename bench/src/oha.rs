@@ -38,7 +38,9 @@ pub fn run(oha: &Path, core: Option<usize>, load: &Load) -> Result<Outcome> {
         }
         None => Command::new(oha),
     };
-    cmd.args(["--no-tui", "--output-format", "json", "-z"])
+    // `-w`: requests in flight at the deadline finish and count, rather
+    // than being reported as errors.
+    cmd.args(["--no-tui", "--output-format", "json", "-w", "-z"])
         .arg(format!("{}s", load.duration.as_secs()))
         .args(["-c", &load.connections.to_string()]);
     if let Some(rate) = load.rate {

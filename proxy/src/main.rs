@@ -72,8 +72,16 @@ fn report(r: anyhow::Result<()>) -> i32 {
 }
 
 fn sidecar(config: &Config) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
+    // One worker: a current-thread runtime, with no work-stealing machinery
+    // between the I/O driver and the tasks it wakes.
+    let mut builder = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.worker_threads);
+        b
+    };
+    let rt = builder
         .max_blocking_threads(2)
         .enable_all()
         .build()
