@@ -272,3 +272,42 @@ async fn the_policy_file_is_served_and_reloaded() {
     }
     assert!(switched, "the reloaded file applies");
 }
+
+#[tokio::test]
+async fn the_inbound_policy_names_the_protocol_of_a_port() {
+    use trellis_policy::{InboundPolicy, Protocol, ResourceRef};
+    let n = 25;
+    let app = http_backend(addr(n, 1, 8080), "app").await;
+    let cp = ControlPlane::default();
+    cp.set_inbound(InboundPolicy {
+        workload: ResourceRef::new("test", "client-0"),
+        port: 8080,
+        protocol: Protocol::Opaque,
+        ..InboundPolicy::default()
+    });
+    let running = cp.start(pod(n, 3)).await;
+    let config = trellis_proxy::config::Config {
+        outbound_addr: addr(n, 1, 0),
+        inbound_addr: addr(n, 1, 0),
+        admin_addr: addr(n, 1, 0),
+        outbound_fixed: vec![],
+        inbound_fixed: vec![(addr(n, 1, 0), app)],
+        source: SourceConfig::Controller(running.addr.to_string()),
+        workload: Some(ResourceRef::new("test", "client-0")),
+        mesh_port: 15106,
+        worker_threads: 1,
+        detect_timeout: trellis_proxy::detect::DEFAULT_TIMEOUT,
+        idle_timeout: Duration::from_secs(600),
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let server = trellis_proxy::Sidecar::start(&config).await.unwrap();
+    // The application still answers: opaque forwarding carries HTTP too.
+    let (s, body) = get(server.inbound_fixed[0], "app", "/x").await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "app GET /x HTTP/1.1 host=app"));
+    let (_, metrics) = admin(&server, "/metrics").await;
+    assert!(
+        metrics.contains(r#"trellis_connections_detected_total{direction="inbound",protocol="opaque"} 1"#),
+        "the hint, not detection, decided: {metrics}"
+    );
+    running.stop();
+}
