@@ -186,6 +186,69 @@ where
     })
 }
 
+/// Forwards bytes both ways between two TCP sockets with `splice(2)`
+/// through a pipe, so the payload never enters user space; `prefix` (bytes
+/// already read from the client) goes to the server first. Each direction
+/// ends with a half-close of its destination.
+pub async fn splice_tcp(
+    client: &TcpStream,
+    prefix: &[u8],
+    server: &TcpStream,
+) -> io::Result<Moved> {
+    let mut written = 0;
+    while written < prefix.len() {
+        server.writable().await?;
+        match server.try_write(&prefix[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (sent, received) =
+        tokio::try_join!(splice_one(client, server), splice_one(server, client))?;
+    Ok(Moved {
+        sent: sent + prefix.len() as u64,
+        received,
+    })
+}
+
+/// One direction of [`splice_tcp`].
+async fn splice_one(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
+    use nix::fcntl::{SpliceFFlags, splice};
+    use tokio::io::Interest;
+    const CHUNK: usize = 64 * 1024;
+    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
+    let (pipe_out, pipe_in) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let mut total = 0u64;
+    loop {
+        src.readable().await?;
+        let n = match src.try_io(Interest::READABLE, || {
+            splice(src, None, &pipe_in, None, CHUNK, flags).map_err(io::Error::from)
+        }) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        // Drain the pipe completely before reading more, so it never fills.
+        let mut left = n;
+        while left > 0 {
+            dst.writable().await?;
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(&pipe_out, None, dst, None, left, flags).map_err(io::Error::from)
+            }) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        total += n as u64;
+    }
+    // The source finished sending: pass the half-close on.
+    let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +268,41 @@ mod tests {
         let mut out = String::new();
         r.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    #[tokio::test]
+    async fn splice_carries_both_directions_and_half_closes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let echo = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (proxy_addr, echo_addr) = (listener.local_addr().unwrap(), echo.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = echo.accept().await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            s.write_all(&all).await.unwrap();
+        });
+        let proxy = tokio::spawn(async move {
+            let (c, _) = listener.accept().await.unwrap();
+            let s = connect(echo_addr).await.unwrap();
+            splice_tcp(&c, b"head:", &s).await.unwrap()
+        });
+        let mut client = connect(proxy_addr).await.unwrap();
+        let payload = vec![7u8; 300 * 1024];
+        client.write_all(&payload).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(&back[..5], b"head:");
+        assert_eq!(back.len(), payload.len() + 5);
+        let moved = proxy.await.unwrap();
+        assert_eq!(
+            moved,
+            Moved {
+                sent: payload.len() as u64 + 5,
+                received: payload.len() as u64 + 5
+            }
+        );
     }
 
     #[tokio::test]

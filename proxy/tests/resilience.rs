@@ -303,10 +303,15 @@ async fn the_inbound_policy_names_the_protocol_of_a_port() {
     let server = trellis_proxy::Sidecar::start(&config).await.unwrap();
     // The application still answers: opaque forwarding carries HTTP too.
     let (s, body) = get(server.inbound_fixed[0], "app", "/x").await;
-    assert_eq!((s, body.as_str()), (StatusCode::OK, "app GET /x HTTP/1.1 host=app"));
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "app GET /x HTTP/1.1 host=app")
+    );
     let (_, metrics) = admin(&server, "/metrics").await;
     assert!(
-        metrics.contains(r#"trellis_connections_detected_total{direction="inbound",protocol="opaque"} 1"#),
+        metrics.contains(
+            r#"trellis_connections_detected_total{direction="inbound",protocol="opaque"} 1"#
+        ),
         "the hint, not detection, decided: {metrics}"
     );
     running.stop();

@@ -168,13 +168,13 @@ impl Outbound {
     }
 
     /// Forwards a connection untouched to where the application sent it.
-    async fn forward_orig(&self, mut tcp: TcpStream, prefix: Bytes, orig: OrigDst) {
+    async fn forward_orig(&self, tcp: TcpStream, prefix: Bytes, orig: OrigDst) {
         let guard = self.metrics.tcp_open(TcpLabels {
             direction: Direction::Outbound,
             service: metrics::fixed::empty(),
         });
         match transport::connect(orig.0).await {
-            Ok(mut server) => match transport::splice(&mut tcp, &prefix, &mut server).await {
+            Ok(server) => match transport::splice_tcp(&tcp, &prefix, &server).await {
                 Ok(m) => guard.bytes(m.sent, m.received),
                 Err(e) => tracing::debug!(error = %e, "forwarded connection"),
             },
