@@ -115,8 +115,6 @@ pub mod env {
     pub const SKIP_INBOUND_PORTS: &str = "TRELLIS_SKIP_INBOUND_PORTS";
     pub const SKIP_OUTBOUND_PORTS: &str = "TRELLIS_SKIP_OUTBOUND_PORTS";
     pub const SKIP_OUTBOUND_CIDRS: &str = "TRELLIS_SKIP_OUTBOUND_CIDRS";
-    /// The `trellis-proxy` image the controller's gateway deployer runs.
-    pub const PROXY_IMAGE: &str = "TRELLIS_PROXY_IMAGE";
 }
 
 /// Exit status for bad configuration or flags (BSD `EX_USAGE`).

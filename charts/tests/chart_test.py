@@ -411,6 +411,14 @@ def check_dockerfile():
     assert f"USER {C['PROXY_UID']}" in proxy, "the proxy image must run as the proxy uid"
 
 
+def check_deployer_goldens():
+    """The gateway deployer's golden objects are valid Kubernetes objects."""
+    files = sorted((ROOT / "controller" / "src" / "deployer" / "golden").glob("*.desired.yaml"))
+    assert files, "no deployer golden files"
+    objects = [o for f in files for o in yaml.safe_load_all(f.read_text()) if o]
+    validate_objects(objects)
+
+
 def main():
     r = Results()
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -436,6 +444,7 @@ def main():
         r.check(f"schema rejects {name}", schema_rejects, name, values)
     r.check("copied CRDs are current", check_copies)
     r.check("Dockerfile targets match the chart's images", check_dockerfile)
+    r.check("gateway deployer objects validate", check_deployer_goldens)
     print(f"chart: {r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod config;
 pub mod crd;
+pub mod deployer;
 pub mod grpc;
 pub mod index;
 pub mod metrics;

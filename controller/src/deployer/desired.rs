@@ -96,16 +96,35 @@ pub fn object_name(gateway: &str) -> String {
     format!("{}-{hash}", stem.trim_end_matches(['-', '.']))
 }
 
+/// A label value naming the Gateway: its name, hashed like [`object_name`]
+/// when longer than a label value may be (63 characters).
+pub fn label_value(gateway: &str) -> String {
+    if gateway.len() <= 63 {
+        return gateway.to_string();
+    }
+    let hash = hex::encode(&Sha256::digest(gateway.as_bytes())[..5]);
+    let stem: String = gateway.chars().take(63 - 1 - hash.len()).collect();
+    format!("{}-{hash}", stem.trim_end_matches(['-', '.']))
+}
+
 /// The ports the Gateway's listeners need: (port, protocol), deduplicated.
 fn ports(gw: &Value, gw_name: &str) -> Result<BTreeSet<(u16, &'static str)>, DesiredError> {
     let mut out = BTreeSet::new();
-    for l in gw.pointer("/spec/listeners").and_then(Value::as_array).into_iter().flatten() {
+    for l in gw
+        .pointer("/spec/listeners")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = l["name"].as_str().unwrap_or("?").to_string();
         let port = l["port"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .filter(|p| *p != 0)
-            .ok_or_else(|| DesiredError::BadPort { gateway: gw_name.into(), listener: name })?;
+            .ok_or_else(|| DesiredError::BadPort {
+                gateway: gw_name.into(),
+                listener: name,
+            })?;
         let proto = if l["protocol"] == "UDP" { "UDP" } else { "TCP" };
         out.insert((port, proto));
     }
@@ -114,13 +133,21 @@ fn ports(gw: &Value, gw_name: &str) -> Result<BTreeSet<(u16, &'static str)>, Des
 
 fn string_map(v: Option<&Value>) -> serde_json::Map<String, Value> {
     v.and_then(Value::as_object)
-        .map(|m| m.iter().filter(|(_, v)| v.is_string()).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v.is_string())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// The objects that run `gw` (a Gateway as JSON).
 pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
-    let ns = gw.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    let ns = gw
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let gw_name = gw
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -130,15 +157,22 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .ok_or_else(|| DesiredError::Missing(who.clone(), "uid"))?;
-    let class = gw.pointer("/spec/gatewayClassName").and_then(Value::as_str).unwrap_or_default();
+    let class = gw
+        .pointer("/spec/gatewayClassName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let ports = ports(gw, gw_name)?;
     let name = object_name(gw_name);
 
     // spec.infrastructure labels and annotations go on every generated object.
     let mut labels = string_map(gw.pointer("/spec/infrastructure/labels"));
-    let selector = json!({ GATEWAY_LABEL: gw_name, "app.kubernetes.io/name": "trellis-gateway" });
+    let selector =
+        json!({ GATEWAY_LABEL: label_value(gw_name), "app.kubernetes.io/name": "trellis-gateway" });
     labels.extend(selector.as_object().cloned().unwrap_or_default());
-    labels.insert("gateway.networking.k8s.io/gateway-class-name".into(), json!(class));
+    labels.insert(
+        "gateway.networking.k8s.io/gateway-class-name".into(),
+        json!(class),
+    );
     labels.insert(MANAGED_BY.0.into(), json!(MANAGED_BY.1));
     let annotations = string_map(gw.pointer("/spec/infrastructure/annotations"));
     let meta = json!({
@@ -167,7 +201,8 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
     pod_annotations.insert(key::TRUST_BUNDLE.into(), json!(s.trust_bundle));
     // A gateway pod is never given a sidecar: it is the proxy.
     pod_annotations.insert(key::INJECT.into(), json!(contract::INJECT_DISABLED));
-    let field = |n: &str, path: &str| json!({"name": n, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let field =
+        |n: &str, path: &str| json!({"name": n, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let plain = |n: &str, v: &str| json!({"name": n, "value": v});
     let mut env_vars = vec![
         plain(env::CONTROLLER_ADDR, &s.controller_addr),
@@ -175,8 +210,14 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
         plain(env::IDENTITY_NAME, &s.identity_name),
         plain(env::TRUST_DOMAIN, &s.trust_domain),
         plain(env::CLUSTER_DOMAIN, &s.cluster_domain),
-        plain(env::TRUST_BUNDLE, &format!("{IDENTITY_DIR}/trust-bundle.pem")),
-        plain(env::IDENTITY_TOKEN, &format!("{IDENTITY_DIR}/identity-token")),
+        plain(
+            env::TRUST_BUNDLE,
+            &format!("{IDENTITY_DIR}/trust-bundle.pem"),
+        ),
+        plain(
+            env::IDENTITY_TOKEN,
+            &format!("{IDENTITY_DIR}/identity-token"),
+        ),
         field(env::POD_NAMESPACE, "metadata.namespace"),
         field(env::POD_NAME, "metadata.name"),
         field(env::POD_IP, "status.podIP"),
@@ -191,7 +232,9 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
         .iter()
         .map(|(p, proto)| json!({"containerPort": p, "protocol": proto}))
         .collect();
-    container_ports.push(json!({"name": "trellis-admin", "containerPort": port::PROXY_ADMIN, "protocol": "TCP"}));
+    container_ports.push(
+        json!({"name": "trellis-admin", "containerPort": port::PROXY_ADMIN, "protocol": "TCP"}),
+    );
     let probe = |path: &str, period: u32| json!({"httpGet": {"path": path, "port": port::PROXY_ADMIN}, "periodSeconds": period});
     let lowest = ports.iter().map(|(p, _)| *p).min().unwrap_or(1024);
     let mut pod_security = json!({
@@ -199,7 +242,8 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
         "seccompProfile": {"type": "RuntimeDefault"},
     });
     if lowest < 1024 {
-        pod_security["sysctls"] = json!([{"name": "net.ipv4.ip_unprivileged_port_start", "value": lowest.to_string()}]);
+        pod_security["sysctls"] =
+            json!([{"name": "net.ipv4.ip_unprivileged_port_start", "value": lowest.to_string()}]);
     }
     let mut container = json!({
         "name": contract::PROXY_CONTAINER_NAME,
@@ -243,13 +287,20 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
             },
         },
     });
-    Ok(Desired { name, service_account, service, deployment })
+    Ok(Desired {
+        name,
+        service_account,
+        service,
+        deployment,
+    })
 }
 
 /// `status.addresses` of a Gateway from its Service: the load balancer's
 /// addresses once assigned, else the cluster IPs.
 pub fn addresses(service: &Value) -> Vec<Value> {
-    let ingress = service.pointer("/status/loadBalancer/ingress").and_then(Value::as_array);
+    let ingress = service
+        .pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array);
     let mut out: Vec<Value> = ingress
         .into_iter()
         .flatten()
@@ -260,8 +311,14 @@ pub fn addresses(service: &Value) -> Vec<Value> {
         })
         .collect();
     if out.is_empty() {
-        let ips = service.pointer("/spec/clusterIPs").and_then(Value::as_array);
-        let single = service.pointer("/spec/clusterIP").cloned().into_iter().collect::<Vec<_>>();
+        let ips = service
+            .pointer("/spec/clusterIPs")
+            .and_then(Value::as_array);
+        let single = service
+            .pointer("/spec/clusterIP")
+            .cloned()
+            .into_iter()
+            .collect::<Vec<_>>();
         out = ips
             .cloned()
             .unwrap_or(single)
@@ -277,5 +334,6 @@ pub fn addresses(service: &Value) -> Vec<Value> {
 /// Whether a Deployment has a ready replica of its current generation.
 pub fn deployment_ready(d: &Value) -> bool {
     let int = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-    int("/status/readyReplicas") >= 1 && int("/status/observedGeneration") >= int("/metadata/generation")
+    int("/status/readyReplicas") >= 1
+        && int("/status/observedGeneration") >= int("/metadata/generation")
 }

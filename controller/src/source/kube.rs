@@ -258,6 +258,15 @@ impl Source for Kubernetes {
                     .map_err(SourceError::from),
             ));
             tasks.push(Box::pin(
+                crate::deployer::run(
+                    self.client.clone(),
+                    index.clone(),
+                    leader_rx.clone(),
+                    self.lease.namespace.clone(),
+                )
+                .map_err(SourceError::from),
+            ));
+            tasks.push(Box::pin(
                 status_writer::run(self.client.clone(), index.clone(), leader_rx)
                     .map_err(SourceError::from),
             ));
