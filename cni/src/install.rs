@@ -28,11 +28,11 @@ const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 pub enum InstallError {
     #[error("{0}")]
     Usage(String),
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {error}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{} is not a CNI network configuration: {message}", path.display())]
     BadConf { path: PathBuf, message: String },
@@ -44,7 +44,7 @@ pub enum InstallError {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
     let path = path.to_path_buf();
-    move |source| InstallError::Io { what, path, source }
+    move |error| InstallError::Io { what, path, error }
 }
 
 /// What to do, from the command line.

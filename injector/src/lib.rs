@@ -83,7 +83,8 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, "serving the webhook");
-    let server = tokio::spawn(server::serve(listener, rx, server::router(Arc::new(cfg))));
+    let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(Arc::new(cfg));
+    let server = tokio::spawn(server::serve(listener, rx, server::router(cfg_rx)));
 
     let mut current = material;
     let mut tick = tokio::time::interval(Duration::from_secs(args.resync_seconds.max(1)));
@@ -99,6 +100,15 @@ pub async fn run(args: Args) -> Result<()> {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("keeping the current certificate: {e}"),
+        }
+        // The trust bundle ConfigMap changes during an anchor rotation.
+        match InjectConfig::load(&args.config, Some(&args.trust_bundle)) {
+            Ok(c) if c != **cfg_tx.borrow() => {
+                tracing::info!("injection configuration or trust bundle changed");
+                cfg_tx.send_replace(Arc::new(c));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("keeping the current configuration: {e}"),
         }
         if let Err(e) = sync::sync_ca_bundle(&client, &target, &current.ca_pem).await {
             tracing::warn!("caBundle not updated: {e}");

@@ -20,8 +20,9 @@ use tokio_rustls::TlsAcceptor;
 pub const INJECT_PATH: &str = "/inject";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The routes, without TLS.
-pub fn router(cfg: Arc<InjectConfig>) -> Router {
+/// The routes, without TLS; each review uses the configuration current when
+/// it arrives.
+pub fn router(cfg: watch::Receiver<Arc<InjectConfig>>) -> Router {
     Router::new()
         .route(INJECT_PATH, post(inject))
         .route("/ready", get(|| async { "ok" }))
@@ -29,7 +30,11 @@ pub fn router(cfg: Arc<InjectConfig>) -> Router {
         .with_state(cfg)
 }
 
-async fn inject(State(cfg): State<Arc<InjectConfig>>, body: Bytes) -> Json<serde_json::Value> {
+async fn inject(
+    State(cfg): State<watch::Receiver<Arc<InjectConfig>>>,
+    body: Bytes,
+) -> Json<serde_json::Value> {
+    let cfg = cfg.borrow().clone();
     Json(review::respond(&body, &cfg))
 }
 

@@ -35,12 +35,8 @@ pub struct Target {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("reading or writing {what}: {source}")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("reading or writing {what}: {error}")]
+    Api { what: String, error: kube::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("secret {0} kept changing under us")]
@@ -49,7 +45,7 @@ pub enum SyncError {
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
     let what = what.into();
-    move |source| SyncError::Api { what, source }
+    move |error| SyncError::Api { what, error }
 }
 
 fn is_conflict(e: &kube::Error) -> bool {

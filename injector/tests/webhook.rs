@@ -73,7 +73,8 @@ async fn start_webhook() -> (std::net::SocketAddr, tls::Material) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let _tx = _tx;
-        server::serve(listener, rx, server::router(Arc::new(config()))).await
+        let (_cfg_tx, cfg_rx) = tokio::sync::watch::channel(Arc::new(config()));
+        server::serve(listener, rx, server::router(cfg_rx)).await
     });
     (addr, material)
 }

@@ -37,19 +37,15 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("{what}: {source}")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error("{what}: {error}")]
+    Api { what: String, error: kube::Error },
     #[error("{0}: the injector's configuration is needed to run gateway proxies")]
     NotConfigured(String),
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> DeployError {
     let what = what.into();
-    move |source| DeployError::Api { what, source }
+    move |error| DeployError::Api { what, error }
 }
 
 /// What one pass did, for logs and tests.
