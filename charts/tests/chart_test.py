@@ -370,9 +370,21 @@ def schema_rejects(name, values):
     raise AssertionError(f"values.schema.json accepted {name}: {values}")
 
 
-def same_files(src_dir, dst_dir, skip=()):
-    src = {p.name: p.read_bytes() for p in sorted(src_dir.glob("*.yaml")) if not any(s in p.name for s in skip)}
-    dst = {p.name: p.read_bytes() for p in sorted(dst_dir.glob("*.yaml"))}
+def strip_descriptions(v):
+    if isinstance(v, dict):
+        return {k: strip_descriptions(x) for k, x in v.items() if not (k == "description" and isinstance(x, str))}
+    if isinstance(v, list):
+        return [strip_descriptions(x) for x in v]
+    return v
+
+
+def same_files(src_dir, dst_dir, skip=(), stripped=False):
+    """The copies hold what the sources hold (without descriptions when `stripped`)."""
+    def load(p, strip):
+        docs = [d for d in yaml.safe_load_all(p.read_text()) if d]
+        return strip_descriptions(docs) if strip else docs
+    src = {p.name: load(p, stripped) for p in sorted(src_dir.glob("*.yaml")) if not any(s in p.name for s in skip)}
+    dst = {p.name: load(p, False) for p in sorted(dst_dir.glob("*.yaml"))}
     assert src, f"{src_dir} holds no YAML"
     stale = sorted(n for n in src if dst.get(n) != src[n]) + sorted(n for n in dst if n not in src)
     assert not stale, f"{dst_dir.relative_to(ROOT)} is not current ({', '.join(stale)}): run `cargo xtask chart-sync`"
@@ -384,8 +396,21 @@ def check_copies():
             ROOT / "third_party" / "gateway-api" / "crds" / channel,
             CHART / "files" / "gateway-api" / channel,
             skip=("vap_safeupgrades",),
+            stripped=True,
         )
     same_files(ROOT / "controller" / "crds", CHART / "files" / "trellis-crds")
+
+
+def check_release_size():
+    """Helm keeps a release (chart files, values, manifest) gzipped and base64'd
+    in one Secret, which may hold 1 MiB; keep well below it."""
+    import gzip, json
+    files = {str(p.relative_to(CHART)): base64.b64encode(p.read_bytes()).decode() for p in CHART.rglob("*") if p.is_file()}
+    objects, _ = render({"gatewayAPI": {"channel": "experimental"}})
+    manifest = yaml.safe_dump_all([clean(o) for o in objects])
+    release = json.dumps({"chart": files, "manifest": manifest}).encode()
+    size = len(base64.b64encode(gzip.compress(release)))
+    assert size < 768 * 1024, f"the release would take {size} bytes of its 1 MiB Secret"
 
 
 def check_dockerfile():
@@ -445,6 +470,7 @@ def main():
     r.check("copied CRDs are current", check_copies)
     r.check("Dockerfile targets match the chart's images", check_dockerfile)
     r.check("gateway deployer objects validate", check_deployer_goldens)
+    r.check("the Helm release fits its Secret", check_release_size)
     print(f"chart: {r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

@@ -12,21 +12,34 @@
 use anyhow::{Context, Result, bail};
 use std::{fs, path::Path, process::Command};
 
-/// (source under the root, destination under the root, file names to leave out)
-const COPIES: &[(&str, &str, &[&str])] = &[
+/// (source under the root, destination under the root, file names to leave
+/// out, whether schema descriptions are stripped)
+///
+/// The Gateway API CRDs lose their `description` texts: with them both
+/// channels would make the Helm release (chart files plus manifest, stored in
+/// one Secret) larger than the 1 MiB a Secret may hold. Everything else is
+/// kept; the chart test compares the copies with the sources field by field.
+const COPIES: &[(&str, &str, &[&str], bool)] = &[
     // The safe-upgrades ValidatingAdmissionPolicy would forbid switching
     // channels with `helm upgrade`; the chart manages the channel itself.
     (
         "third_party/gateway-api/crds/standard",
         "charts/trellis/files/gateway-api/standard",
         &["vap_safeupgrades"],
+        true,
     ),
     (
         "third_party/gateway-api/crds/experimental",
         "charts/trellis/files/gateway-api/experimental",
         &["vap_safeupgrades"],
+        true,
     ),
-    ("controller/crds", "charts/trellis/files/trellis-crds", &[]),
+    (
+        "controller/crds",
+        "charts/trellis/files/trellis-crds",
+        &[],
+        false,
+    ),
 ];
 
 /// Runs the chart tests.
@@ -49,7 +62,7 @@ pub fn test() -> Result<()> {
 /// Refreshes the chart's copies of the CRDs.
 pub fn sync() -> Result<()> {
     let root = crate::root();
-    for (src, dst, skip) in COPIES {
+    for (src, dst, skip, strip) in COPIES {
         let (src, dst) = (root.join(src), root.join(dst));
         fs::create_dir_all(&dst).with_context(|| format!("creating {}", dst.display()))?;
         for old in yaml_files(&dst)? {
@@ -60,8 +73,15 @@ pub fn sync() -> Result<()> {
             if skip.iter().any(|s| name.contains(s)) {
                 continue;
             }
-            fs::copy(src.join(&name), dst.join(&name))
-                .with_context(|| format!("copying {name} to {}", dst.display()))?;
+            if *strip {
+                let text = fs::read_to_string(src.join(&name))
+                    .with_context(|| format!("reading {name}"))?;
+                fs::write(dst.join(&name), without_descriptions(&text)?)
+                    .with_context(|| format!("writing {name} to {}", dst.display()))?;
+            } else {
+                fs::copy(src.join(&name), dst.join(&name))
+                    .with_context(|| format!("copying {name} to {}", dst.display()))?;
+            }
             n += 1;
         }
         eprintln!("xtask: {n} files into {}", dst.display());
@@ -79,4 +99,24 @@ fn yaml_files(dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// The YAML documents of `text` without string-valued `description` fields
+/// (a property *named* description is an object and stays).
+fn without_descriptions(text: &str) -> Result<String> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, x| !(k == "description" && x.is_string()));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).context("parsing a CRD file")?;
+    docs.retain(|d| !d.is_null());
+    docs.iter_mut().for_each(strip);
+    serde_saphyr::to_string_multiple(&docs).context("writing a CRD file")
 }
