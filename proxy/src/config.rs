@@ -1,9 +1,16 @@
 //! Configuration of `trellis-proxy sidecar`: flags, then the environment the
 //! injector sets (read through [`Env`] so tests pass a map).
+//!
+//! Identity is on when the identity service's address is given
+//! (`--identity-addr` or `TRELLIS_IDENTITY_ADDR`); then the token, the trust
+//! bundle, the namespace and the service account are required too, and the
+//! proxy speaks mTLS to every meshed peer. Without it the proxy runs with
+//! plaintext mesh connections (debugging with `--policy-file`, tests).
 
 use clap::Args;
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 use trellis_api::contract::{env, port};
+use trellis_identity_client::IdentityConfig;
 use trellis_policy::ResourceRef;
 
 /// Reads environment variables.
@@ -43,6 +50,8 @@ pub enum Error {
     TwoSources,
     #[error("{0} is set without {1}")]
     HalfWorkload(&'static str, &'static str),
+    #[error("identity: {0}")]
+    Identity(#[from] trellis_identity_client::ConfigError),
 }
 
 /// Flags of `trellis-proxy sidecar`.
@@ -87,6 +96,59 @@ pub struct SidecarArgs {
     /// On SIGTERM or POST /shutdown, how long in-flight work may take.
     #[arg(long, default_value = "25s")]
     pub shutdown_grace: String,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// Where the workload certificate comes from; each flag overrides the
+/// environment variable named in its help.
+#[derive(Clone, Debug, Default, Args)]
+pub struct IdentityArgs {
+    /// The identity service, host:port; turns mTLS on ($TRELLIS_IDENTITY_ADDR).
+    #[arg(long)]
+    pub identity_addr: Option<String>,
+    /// The name the identity service's certificate carries (default: the
+    /// address' host) ($TRELLIS_IDENTITY_NAME).
+    #[arg(long)]
+    pub identity_name: Option<String>,
+    /// The token file proving the service account ($TRELLIS_IDENTITY_TOKEN).
+    #[arg(long)]
+    pub identity_token: Option<PathBuf>,
+    /// The trust bundle file (PEM), followed as it changes ($TRELLIS_TRUST_BUNDLE).
+    #[arg(long)]
+    pub trust_bundle: Option<PathBuf>,
+    /// The SPIFFE trust domain (default cluster.local) ($TRELLIS_TRUST_DOMAIN).
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// The pod's service account ($TRELLIS_SERVICE_ACCOUNT).
+    #[arg(long)]
+    pub service_account: Option<String>,
+}
+
+impl IdentityArgs {
+    /// The flag standing for an environment variable, if given.
+    fn flag(&self, name: &str) -> Option<String> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match name {
+            env::IDENTITY_ADDR => self.identity_addr.clone(),
+            env::IDENTITY_NAME => self.identity_name.clone(),
+            env::IDENTITY_TOKEN => path(&self.identity_token),
+            env::TRUST_BUNDLE => path(&self.trust_bundle),
+            env::TRUST_DOMAIN => self.trust_domain.clone(),
+            env::SERVICE_ACCOUNT => self.service_account.clone(),
+            _ => None,
+        }
+        .filter(|v| !v.is_empty())
+    }
+
+    /// The identity configuration when an identity service is named.
+    fn config(&self, env: &dyn Env) -> Result<Option<IdentityConfig>, Error> {
+        let get = |name: &str| self.flag(name).or_else(|| env.get(name));
+        if get(env::IDENTITY_ADDR).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(IdentityConfig::from_env(get)?))
+    }
 }
 
 /// Where policies come from.
@@ -112,6 +174,8 @@ pub struct Config {
     pub detect_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The workload certificate's source; `None` runs the mesh in plaintext.
+    pub identity: Option<IdentityConfig>,
 }
 
 impl Config {
@@ -146,6 +210,7 @@ impl Config {
             detect_timeout: duration("--detect-timeout", &args.detect_timeout)?,
             idle_timeout: duration("--idle-target-timeout", &args.idle_target_timeout)?,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
+            identity: args.identity.config(env)?,
         })
     }
 }
@@ -198,6 +263,40 @@ mod tests {
         assert_eq!(c.detect_timeout, Duration::from_millis(300));
         assert_eq!(c.source, SourceConfig::None);
         assert_eq!(c.workload, None);
+        assert!(c.identity.is_none(), "plaintext unless identity is named");
+    }
+
+    #[test]
+    fn identity_comes_from_the_environment_and_flags_override_it() {
+        let env = [
+            (env::IDENTITY_ADDR, "198.18.0.1:8083"),
+            (env::IDENTITY_TOKEN, "/var/run/trellis/identity-token"),
+            (env::TRUST_BUNDLE, "/var/run/trellis/trust-bundle.pem"),
+            (env::POD_NAMESPACE, "shop"),
+            (env::POD_NAME, "web-0"),
+            (env::SERVICE_ACCOUNT, "web"),
+        ];
+        let id = config(&[], &env).unwrap().identity.unwrap();
+        assert_eq!(id.addr, "198.18.0.1:8083");
+        assert_eq!(id.server_name, "198.18.0.1");
+        assert_eq!(id.id.as_str(), "spiffe://cluster.local/ns/shop/sa/web");
+        let id = config(
+            &[
+                "--trust-domain",
+                "example.org",
+                "--identity-name",
+                "identity.trellis",
+                "--trust-bundle",
+                "/b.pem",
+            ],
+            &env,
+        )
+        .unwrap()
+        .identity
+        .unwrap();
+        assert_eq!(id.id.as_str(), "spiffe://example.org/ns/shop/sa/web");
+        assert_eq!(id.server_name, "identity.trellis");
+        assert_eq!(id.trust_bundle, PathBuf::from("/b.pem"));
     }
 
     #[test]
@@ -234,6 +333,11 @@ mod tests {
                 "exclude",
             ),
             (&[], &[(env::POD_NAME, "p")], env::POD_NAMESPACE),
+            (
+                &["--identity-addr", "id:8083"],
+                &[(env::POD_NAMESPACE, "shop"), (env::POD_NAME, "p")],
+                env::SERVICE_ACCOUNT,
+            ),
         ];
         for (args, env, want) in cases {
             let err = config(args, env).unwrap_err().to_string();

@@ -12,14 +12,20 @@
 //!                     endpoint: unmeshed ─► as the app sent it
 //!                               meshed ───► mesh (preamble, one HTTP/2 per peer) ─┐
 //!                                                                                 ▼
-//!  peer inbound :15106 ─► accept (mTLS seam) ─► preamble ─► restore protocol ─► app at pod IP
+//!  peer inbound :15106 ─► accept (mTLS) ─► preamble ─► restore protocol ─► admit ─► app at pod IP
 //! ```
 //!
 //! Modules, in the order a connection meets them: [`transport`] (sockets,
 //! original destination), [`detect`], [`discovery`], [`outbound`] /
-//! [`inbound`], [`balance`], [`upstream`] and [`client`] (pools), [`mesh`]
-//! (the proxy-to-proxy format and the connection seam where TLS plugs in),
-//! [`admin`] and [`metrics`].
+//! [`inbound`] (with [`inbound::admit`]: mTLS mode and authorization),
+//! [`balance`], [`upstream`] and [`client`] (pools), [`mesh`] (the
+//! proxy-to-proxy format and the connection seam) and [`tls`] (mesh mTLS
+//! with the workload certificate of `trellis-identity-client`), [`admin`]
+//! and [`metrics`].
+//!
+//! With identity configured ([`config::Config::identity`]) the sidecar
+//! obtains its certificate at start, `/ready` waits for it, and every mesh
+//! connection is mTLS; without it mesh connections are plaintext.
 
 pub mod admin;
 pub mod balance;
@@ -34,17 +40,20 @@ pub mod init;
 pub mod mesh;
 pub mod metrics;
 pub mod outbound;
+pub mod tls;
 pub mod transport;
 pub mod upstream;
 
 use crate::{
     config::{Config, SourceConfig},
     discovery::{Controller, Discovery, Ready, Source},
+    inbound::AdmitMetrics,
     metrics::Metrics,
     upstream::Upstreams,
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use trellis_identity_client::{Identity, TlsMetrics};
 
 /// Stops the listeners and tracks the connections still being served.
 #[derive(Clone, Debug, Default)]
@@ -74,29 +83,63 @@ pub struct Sidecar {
     pub outbound_fixed: Vec<SocketAddr>,
     pub inbound_fixed: Vec<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    pub admit: AdmitMetrics,
     pub discovery: Arc<Discovery>,
     pub ready: Arc<Ready>,
+    /// The workload identity, when mesh connections are mTLS.
+    pub identity: Option<Identity>,
     drain: Drain,
     admin_stop: CancellationToken,
     grace: Duration,
 }
 
 impl Sidecar {
-    /// Binds every listener and starts serving (mesh connections in
-    /// plaintext).
+    /// Binds every listener and starts serving: with the identity service
+    /// of `config.identity` (mTLS), else with plaintext mesh connections.
     pub async fn start(config: &Config) -> Result<Self, Error> {
-        Self::start_with(config, Arc::new(mesh::Plain), Arc::new(mesh::Plain)).await
+        match &config.identity {
+            Some(id) => {
+                tracing::info!(identity = %id.id, service = %id.addr, "obtaining the workload certificate");
+                let identity = Identity::start(id.clone(), TlsMetrics::default());
+                Self::start_with_identity(config, identity).await
+            }
+            None => Self::start_with(config, Arc::new(mesh::Plain), Arc::new(mesh::Plain)).await,
+        }
     }
 
-    /// Starts with the given mesh connection establishment: the identity
-    /// issue passes its TLS `Connect` and `Accept` here.
+    /// Starts with mTLS mesh connections under `identity` (its metrics are
+    /// served with the proxy's); `/ready` holds while it has no certificate.
+    pub async fn start_with_identity(config: &Config, identity: Identity) -> Result<Self, Error> {
+        let tls = Arc::new(tls::MeshTls::new(identity.clone()));
+        Self::build(config, tls.clone(), tls, Some(identity)).await
+    }
+
+    /// Starts with the given mesh connection establishment and no identity.
     pub async fn start_with(
         config: &Config,
         connector: Arc<dyn mesh::Connect>,
         acceptor: Arc<dyn mesh::Accept>,
     ) -> Result<Self, Error> {
-        let metrics = Arc::new(Metrics::new());
+        Self::build(config, connector, acceptor, None).await
+    }
+
+    async fn build(
+        config: &Config,
+        connector: Arc<dyn mesh::Connect>,
+        acceptor: Arc<dyn mesh::Accept>,
+        identity: Option<Identity>,
+    ) -> Result<Self, Error> {
+        let admit = AdmitMetrics::default();
+        let metrics = Arc::new(Metrics::with_extra(|r| {
+            admit.register(r);
+            if let Some(id) = &identity {
+                id.metrics().register(r);
+            }
+        }));
         let ready = Ready::new();
+        if let Some(id) = &identity {
+            follow_certificate(id, ready.clone());
+        }
         let source = match &config.source {
             SourceConfig::Controller(addr) => Source::Controller(Controller::new(addr)?),
             SourceConfig::File(path) => Source::File(discovery::file::watch_file(path.clone())?),
@@ -124,6 +167,7 @@ impl Sidecar {
             discovery: discovery.clone(),
             upstreams,
             metrics: metrics.clone(),
+            admit: admit.clone(),
             acceptor,
             detect_timeout: config.detect_timeout,
         });
@@ -168,8 +212,10 @@ impl Sidecar {
             outbound_fixed,
             inbound_fixed,
             metrics,
+            admit,
             discovery,
             ready,
+            identity,
             drain,
             admin_stop,
             grace: config.shutdown_grace,
@@ -199,4 +245,26 @@ impl Sidecar {
         self.admin_stop.cancel();
         finished
     }
+}
+
+/// Keeps `/ready` false while the identity holds no certificate (before the
+/// first one, and after one expired unrenewed).
+fn follow_certificate(identity: &Identity, ready: Arc<Ready>) {
+    let mut certs = identity.watch();
+    ready.set_identity(certs.borrow().is_some());
+    tokio::spawn(async move {
+        loop {
+            let held = certs.borrow_and_update().clone();
+            ready.set_identity(held.is_some());
+            match held {
+                Some(c) => {
+                    tracing::info!(identity = %c.id(), not_after = ?c.not_after(), "workload certificate held")
+                }
+                None => tracing::warn!("no workload certificate: not ready"),
+            }
+            if certs.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }

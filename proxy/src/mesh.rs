@@ -16,9 +16,11 @@
 //!   side detects as HTTP/1 again.
 //!
 //! Connection establishment sits behind [`Connect`] (client side) and
-//! [`Accept`] (server side): plaintext TCP today; the identity issue puts
-//! TLS 1.3 with SPIFFE verification behind the same two traits, with ALPN
-//! naming the [`Kind`], and the preamble travels inside TLS unchanged.
+//! [`Accept`] (server side): [`Plain`] TCP when the proxy has no identity,
+//! and [`crate::tls::MeshTls`] (TLS 1.3, both sides authenticated by SPIFFE
+//! certificates, ALPN naming the [`Kind`]) when it has one. The preamble
+//! travels inside TLS unchanged, and the server refuses a preamble whose
+//! kind differs from the one ALPN negotiated.
 
 use futures::future::BoxFuture;
 use std::{fmt, io, net::SocketAddr, time::Duration};
@@ -50,12 +52,19 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The ALPN protocol id naming this kind once mesh connections use TLS.
+    /// The ALPN protocol id naming this kind on mesh TLS connections.
     pub fn alpn(&self) -> &'static [u8] {
         match self {
-            Kind::Multiplexed => b"trellis.h2",
-            Kind::Opaque => b"trellis.tcp",
+            Kind::Multiplexed => trellis_identity_client::ALPN_H2,
+            Kind::Opaque => trellis_identity_client::ALPN_TCP,
         }
+    }
+
+    /// The kind an ALPN protocol id names.
+    pub fn from_alpn(alpn: &[u8]) -> Option<Self> {
+        [Kind::Multiplexed, Kind::Opaque]
+            .into_iter()
+            .find(|k| k.alpn() == alpn)
     }
 }
 
@@ -157,9 +166,9 @@ pub struct Peer {
     pub identity: SpiffeId,
 }
 
-/// The client side of connection establishment between proxies. The
-/// identity issue implements it with TLS 1.3: ALPN from [`Kind::alpn`], the
-/// server's SPIFFE id checked against [`Peer::identity`].
+/// The client side of connection establishment between proxies. With TLS:
+/// ALPN from [`Kind::alpn`], the server's SPIFFE id checked against
+/// [`Peer::identity`].
 pub trait Connect: Send + Sync + fmt::Debug + 'static {
     fn connect(&self, peer: &Peer, kind: Kind) -> BoxFuture<'static, io::Result<BoxIo>>;
 }
@@ -170,6 +179,9 @@ pub struct Accepted {
     pub io: BoxIo,
     /// The verified client identity; `None` over plaintext.
     pub client_id: Option<SpiffeId>,
+    /// The kind the transport negotiated (ALPN); `None` over plaintext, where
+    /// only the preamble says.
+    pub kind: Option<Kind>,
 }
 
 /// The server side of connection establishment between proxies.
@@ -197,6 +209,7 @@ impl Accept for Plain {
             Ok(Accepted {
                 io: Box::new(tcp),
                 client_id: None,
+                kind: None,
             })
         })
     }
@@ -219,6 +232,14 @@ mod tests {
         for p in [Preamble::multiplexed(), Preamble::opaque(5432)] {
             assert_eq!(Preamble::decode(p.encode()).unwrap(), p);
         }
+    }
+
+    #[test]
+    fn alpn_names_the_kind() {
+        for k in [Kind::Multiplexed, Kind::Opaque] {
+            assert_eq!(Kind::from_alpn(k.alpn()), Some(k));
+        }
+        assert_eq!(Kind::from_alpn(b"h2"), None);
     }
 
     #[test]

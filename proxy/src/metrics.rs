@@ -106,6 +106,9 @@ type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Metrics other parts register under their full names (mesh TLS and
+    /// identity from `trellis-identity-client`, inbound admission).
+    extra: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
     tcp_opened: Family<TcpLabels, Counter>,
@@ -196,6 +199,7 @@ impl Metrics {
         );
         Self {
             registry,
+            extra: Registry::default(),
             requests,
             latency,
             tcp_opened,
@@ -208,6 +212,13 @@ impl Metrics {
             invalid_updates,
             unavailable_forwarded,
         }
+    }
+
+    /// The proxy's metrics plus those `register` adds under their own names.
+    pub fn with_extra(register: impl FnOnce(&mut Registry)) -> Self {
+        let mut m = Self::new();
+        register(&mut m.extra);
+        m
     }
 
     pub fn request(&self, labels: &RouteLabels, status: u16, elapsed: Duration) {
@@ -272,8 +283,12 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::with_capacity(16 * 1024);
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let encoded = text::encode_registry(&mut out, &self.registry)
+            .and_then(|()| text::encode_registry(&mut out, &self.extra))
+            .and_then(|()| text::encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
             let _ = writeln!(out, "# encoding metrics failed");
         }

@@ -241,6 +241,7 @@ pub async fn sidecar(ip: std::net::IpAddr, source: SourceConfig, fixed: &[Target
         detect_timeout: trellis_proxy::detect::DEFAULT_TIMEOUT,
         idle_timeout: Duration::from_secs(600),
         shutdown_grace: Duration::from_secs(5),
+        identity: None,
     };
     Sidecar::start(&config).await.unwrap()
 }

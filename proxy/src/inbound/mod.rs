@@ -3,23 +3,34 @@
 //!
 //! ```text
 //!  accept ──► original destination
-//!     ├─ the inbound port itself: a peer proxy ──► Accept (TLS with mTLS) ──► preamble
+//!     ├─ the inbound port itself: a peer proxy ──► Accept (mTLS: client id, ALPN) ──► preamble
 //!     │      ├─ multiplexed: HTTP/2; per request the port and protocol from
-//!     │      │  the mesh headers, restored ──► app
+//!     │      │  the mesh headers, restored ──► admit ──► app
 //!     │      └─ opaque: the preamble's port ──┐
-//!     └─ another port: a plain client ────────┴─► protocol (inbound policy hint,
-//!                                                else detect) ──► app at pod IP:port
+//!     └─ another port: a plain client ────────┴─► strict port and plaintext? closed
+//!            ──► protocol (inbound policy hint, else detect)
+//!            ──► HTTP: per request admit (denied: 403) ──► app at pod IP:port
+//!            └─► TCP: admit (denied: closed) ──► app at pod IP:port
 //! ```
 //!
-//! The application is always reached at the pod's own IP (the address the
-//! client dialled), never 127.0.0.1, so a port bound to localhost stays
-//! private. The proxy's uid is exempt from capture, so this never loops.
+//! [`admit`] judges the port's mTLS mode and authorization against the
+//! verified client identity. Requests reach the application with
+//! `x-trellis-client-id` set to that identity (any value the client sent is
+//! removed). The application is always reached at the pod's own IP (the
+//! address the client dialled), never 127.0.0.1, so a port bound to
+//! localhost stays private. The proxy's uid is exempt from capture, so this
+//! never loops.
 
+pub mod admit;
+
+pub use self::admit::AdmitMetrics;
+
+use self::admit::{Carried, Refusal, admit};
 use crate::{
     Drain,
     body::Body,
     detect::{self, Detected},
-    discovery::Discovery,
+    discovery::{Discovery, InboundWatch},
     http::{error_response, forward_upgrade, is_upgrade, upstream_error},
     mesh::{self, Accept, Kind, Preamble},
     metrics::{self, Direction, Metrics, Name, RouteLabels, TcpLabels},
@@ -40,7 +51,7 @@ use std::{
 use tokio::{net::TcpListener, time::Instant};
 use tokio_util::sync::CancellationToken;
 use trellis_api::contract::header::CLIENT_ID;
-use trellis_policy::{Protocol, SpiffeId};
+use trellis_policy::{InboundPolicy, Protocol, SpiffeId};
 
 /// How long a first connection to a port waits for its inbound policy
 /// before detecting the protocol itself.
@@ -51,6 +62,7 @@ pub struct Inbound {
     pub discovery: Arc<Discovery>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
+    pub admit: AdmitMetrics,
     pub acceptor: Arc<dyn Accept>,
     pub detect_timeout: Duration,
 }
@@ -125,6 +137,10 @@ impl Inbound {
                 return;
             }
         };
+        if accepted.kind.is_some_and(|k| k != preamble.kind) {
+            tracing::debug!(client = ?accepted.client_id, ?preamble, "preamble contradicts ALPN");
+            return;
+        }
         match preamble.kind {
             Kind::Opaque => {
                 let app = SocketAddr::new(pod_ip, preamble.port);
@@ -134,10 +150,12 @@ impl Inbound {
             Kind::Multiplexed => {
                 self.metrics.detected(Direction::Inbound, "mesh");
                 let svc = Arc::new(InboundHttp {
-                    apps: Apps::new(pod_ip, self.upstreams.clone()),
+                    apps: Apps::new(pod_ip, self.upstreams.clone(), self.discovery.clone()),
                     client_id: accepted.client_id,
                     metrics: self.metrics.clone(),
+                    admit: self.admit.clone(),
                     mesh: true,
+                    connection: token.child_token(),
                 });
                 let service = service_fn(move |req| {
                     let svc = svc.clone();
@@ -157,11 +175,21 @@ impl Inbound {
         client_id: Option<SpiffeId>,
         token: CancellationToken,
     ) {
-        let hint = {
-            let w = self.discovery.inbound(app.port());
-            w.settled(HINT_TIMEOUT).await;
-            w.load_full().as_ref().as_ref().map(|p| p.protocol)
-        };
+        let port = app.port();
+        let watch = self.discovery.inbound(port);
+        watch.settled(HINT_TIMEOUT).await;
+        let policy = watch.load_full();
+        let policy: Option<&InboundPolicy> = policy.as_ref().as_ref();
+        // A strict port closes plaintext before reading a byte.
+        if client_id.is_none() {
+            let outcome = admit(policy, None, port);
+            if outcome == Err(Refusal::Plaintext) {
+                self.admit.record(policy, port, Carried::Tcp, &outcome);
+                tracing::debug!(port, "closed a plaintext connection to a strict port");
+                return;
+            }
+        }
+        let hint = policy.map(|p| p.protocol);
         let (proto, prefix) = match hint {
             Some(Protocol::Http1) => (Detected::Http1, Bytes::new()),
             Some(Protocol::Http2 | Protocol::Grpc) => (Detected::Http2, Bytes::new()),
@@ -177,20 +205,37 @@ impl Inbound {
             .detected(Direction::Inbound, protocol_name(proto));
         match proto {
             Detected::Http1 | Detected::Http2 => {
+                let connection = token.child_token();
                 let svc = Arc::new(InboundHttp {
-                    apps: Apps::new(app.ip(), self.upstreams.clone()),
+                    apps: Apps::new(app.ip(), self.upstreams.clone(), self.discovery.clone()),
                     client_id,
                     metrics: self.metrics.clone(),
+                    admit: self.admit.clone(),
                     mesh: false,
+                    connection: connection.clone(),
                 });
-                let port = app.port();
                 let service = service_fn(move |req| {
                     let svc = svc.clone();
                     async move { Ok::<_, Infallible>(svc.handle_port(req, port).await) }
                 });
-                crate::http::serve(transport::Rewind::new(prefix, io), proto, service, token).await;
+                crate::http::serve(
+                    transport::Rewind::new(prefix, io),
+                    proto,
+                    service,
+                    connection,
+                )
+                .await;
             }
             Detected::Opaque => {
+                // The policy of the moment, which may have changed during detection.
+                let policy = watch.load_full();
+                let policy = policy.as_ref().as_ref();
+                let outcome = admit(policy, client_id.as_ref(), port);
+                self.admit.record(policy, port, Carried::Tcp, &outcome);
+                if let Err(refusal) = outcome {
+                    tracing::debug!(client = ?client_id, reason = refusal.reason(port), "closed a TCP connection");
+                    return;
+                }
                 let guard = self.metrics.tcp_open(TcpLabels {
                     direction: Direction::Inbound,
                     service: Name::from(app.port().to_string()),
@@ -209,32 +254,48 @@ impl Inbound {
     }
 }
 
-/// The application's ports on this pod, each with its connections.
+/// One application port of this pod: its connections, metric label and
+/// inbound policy.
+#[derive(Clone, Debug)]
+struct AppPort {
+    port: u16,
+    upstream: Arc<Upstream>,
+    name: Name,
+    policy: Arc<InboundWatch>,
+}
+
+/// The application's ports on this pod, as one connection meets them.
 #[derive(Debug)]
 struct Apps {
     ip: IpAddr,
     upstreams: Arc<Upstreams>,
-    ports: Mutex<Vec<(u16, Arc<Upstream>, Name)>>,
+    discovery: Arc<Discovery>,
+    ports: Mutex<Vec<AppPort>>,
 }
 
 impl Apps {
-    fn new(ip: IpAddr, upstreams: Arc<Upstreams>) -> Self {
+    fn new(ip: IpAddr, upstreams: Arc<Upstreams>, discovery: Arc<Discovery>) -> Self {
         Self {
             ip,
             upstreams,
+            discovery,
             ports: Mutex::new(Vec::new()),
         }
     }
 
-    fn get(&self, port: u16) -> (Arc<Upstream>, Name) {
+    fn get(&self, port: u16) -> AppPort {
         let mut ports = self.ports.lock();
-        if let Some((_, u, n)) = ports.iter().find(|(p, _, _)| *p == port) {
-            return (u.clone(), n.clone());
+        if let Some(a) = ports.iter().find(|a| a.port == port) {
+            return a.clone();
         }
-        let u = self.upstreams.direct(SocketAddr::new(self.ip, port));
-        let n = Name::from(port.to_string());
-        ports.push((port, u.clone(), n.clone()));
-        (u, n)
+        let a = AppPort {
+            port,
+            upstream: self.upstreams.direct(SocketAddr::new(self.ip, port)),
+            name: Name::from(port.to_string()),
+            policy: self.discovery.inbound(port),
+        };
+        ports.push(a.clone());
+        a
     }
 }
 
@@ -244,7 +305,11 @@ struct InboundHttp {
     apps: Apps,
     client_id: Option<SpiffeId>,
     metrics: Arc<Metrics>,
+    admit: AdmitMetrics,
     mesh: bool,
+    /// Closes this client connection gracefully (a plaintext client on a
+    /// port that turned strict).
+    connection: CancellationToken,
 }
 
 impl InboundHttp {
@@ -265,7 +330,34 @@ impl InboundHttp {
 
     async fn handle_port(&self, mut req: Request<Incoming>, port: u16) -> Response<Body> {
         let start = Instant::now();
-        let (app, name) = self.apps.get(port);
+        let AppPort {
+            upstream: app,
+            name,
+            policy,
+            ..
+        } = self.apps.get(port);
+        policy.settled(HINT_TIMEOUT).await;
+        let guard = policy.load();
+        let current = Option::as_ref(&**guard);
+        let outcome = admit(current, self.client_id.as_ref(), port);
+        self.admit.record(current, port, Carried::Http, &outcome);
+        if let Err(refusal) = outcome {
+            if refusal == Refusal::Plaintext && !self.mesh {
+                self.connection.cancel();
+            }
+            let rsp = error_response(StatusCode::FORBIDDEN, &refusal.reason(port));
+            self.metrics.request(
+                &RouteLabels {
+                    direction: Direction::Inbound,
+                    service: name.clone(),
+                    route: metrics::fixed::empty(),
+                    backend: name,
+                },
+                rsp.status().as_u16(),
+                start.elapsed(),
+            );
+            return rsp;
+        }
         // Only the proxy may say who the client is.
         req.headers_mut().remove(CLIENT_ID);
         if let Some(id) = &self.client_id
