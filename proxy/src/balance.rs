@@ -151,6 +151,8 @@ impl Balancer {
     }
 
     /// Two random choices, the cheaper wins; `None` with no endpoints.
+    /// Endpoints that failure accrual took out are left aside unless every
+    /// endpoint is out: then all are candidates, so requests are still tried.
     pub fn pick(&self) -> Option<Arc<Upstream>> {
         let eps = self.endpoints.load();
         match eps.len() {
@@ -160,14 +162,66 @@ impl Balancer {
                 let a = fastrand::usize(..n);
                 let b = (a + 1 + fastrand::usize(..n - 1)) % n;
                 let (ea, eb) = (&eps[a], &eps[b]);
-                Some(if eb.load.cost() < ea.load.cost() {
-                    eb.clone()
-                } else {
-                    ea.clone()
-                })
+                if ea.accrual.is_suspect() || eb.accrual.is_suspect() {
+                    return Some(pick_available(&eps).clone());
+                }
+                Some(cheaper(ea, eb).clone())
             }
         }
     }
+}
+
+impl Balancer {
+    /// A pick for a retry: another endpoint than `previous` when there is
+    /// one (preferring endpoints in balancing), since the one that just
+    /// failed is the likeliest to fail again — and with a fast failure it
+    /// would even look the cheapest.
+    pub fn pick_other(&self, previous: &Arc<Upstream>) -> Option<Arc<Upstream>> {
+        let picked = self.pick()?;
+        if !Arc::ptr_eq(&picked, previous) {
+            return Some(picked);
+        }
+        let eps = self.endpoints.load();
+        let n = eps.len();
+        let start = fastrand::usize(..n);
+        let others = || {
+            (0..n)
+                .map(|i| &eps[(start + i) % n])
+                .filter(|e| !Arc::ptr_eq(e, previous))
+        };
+        others()
+            .find(|e| e.accrual.is_available())
+            .or_else(|| others().next())
+            .cloned()
+            .or(Some(picked))
+    }
+}
+
+fn cheaper<'a>(a: &'a Arc<Upstream>, b: &'a Arc<Upstream>) -> &'a Arc<Upstream> {
+    if b.load.cost() < a.load.cost() { b } else { a }
+}
+
+/// P2C among the endpoints in balancing (all of them when none is): the
+/// slow path, taken only when a drawn endpoint was ejected at some point.
+fn pick_available(eps: &[Arc<Upstream>]) -> &Arc<Upstream> {
+    let available = eps.iter().filter(|e| e.accrual.is_available()).count();
+    let nth = |k: usize| -> &Arc<Upstream> {
+        if available == 0 {
+            &eps[k]
+        } else {
+            eps.iter()
+                .filter(|e| e.accrual.is_available())
+                .nth(k)
+                .unwrap_or(&eps[0])
+        }
+    };
+    let n = if available == 0 { eps.len() } else { available };
+    if n == 1 {
+        return nth(0);
+    }
+    let a = fastrand::usize(..n);
+    let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+    cheaper(nth(a), nth(b))
 }
 
 #[cfg(test)]
@@ -218,6 +272,47 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(b.pick().unwrap().addr, eps[1].addr);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejected_endpoints_are_left_aside_unless_all_are() {
+        let eps = upstreams(3);
+        let b = Balancer::new(eps.clone());
+        let eject = |u: &Upstream| {
+            for _ in 0..crate::accrual::CONSECUTIVE_FAILURES {
+                u.accrual.failure();
+            }
+            assert!(!u.accrual.is_available());
+        };
+        eject(&eps[0]);
+        eject(&eps[1]);
+        for _ in 0..100 {
+            assert_eq!(b.pick().unwrap().addr, eps[2].addr);
+        }
+        eject(&eps[2]);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            seen.insert(b.pick().unwrap().addr);
+        }
+        assert_eq!(seen.len(), 3, "with every endpoint out, all are tried");
+        tokio::time::advance(crate::accrual::MAX_BACKOFF * 2).await;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            seen.insert(b.pick().unwrap().addr);
+        }
+        assert_eq!(seen.len(), 3, "probed back in after the backoff");
+    }
+
+    #[tokio::test]
+    async fn a_retry_picks_another_endpoint_when_there_is_one() {
+        let eps = upstreams(3);
+        let b = Balancer::new(eps.clone());
+        for _ in 0..100 {
+            let other = b.pick_other(&eps[1]).unwrap();
+            assert!(!Arc::ptr_eq(&other, &eps[1]));
+        }
+        let one = Balancer::new(vec![eps[0].clone()]);
+        assert!(Arc::ptr_eq(&one.pick_other(&eps[0]).unwrap(), &eps[0]));
     }
 
     #[tokio::test]

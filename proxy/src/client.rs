@@ -6,7 +6,7 @@
 //! to a mesh peer through [`crate::mesh::open`] (the one place TLS will wrap).
 
 use crate::{
-    body::Body,
+    body::{Body, ReqBody},
     mesh::{self, Connect, Peer, Preamble},
     transport,
 };
@@ -101,7 +101,7 @@ impl Dial {
 #[derive(Debug)]
 pub struct H1Pool {
     addr: SocketAddr,
-    idle: Mutex<Vec<http1::SendRequest<Incoming>>>,
+    idle: Mutex<Vec<http1::SendRequest<ReqBody>>>,
 }
 
 impl H1Pool {
@@ -117,7 +117,7 @@ impl H1Pool {
     /// meanwhile) goes out again on a fresh connection.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
     ) -> Result<Response<Body>, Error> {
         loop {
             let Some(mut sender) = self.idle.lock().pop() else {
@@ -159,10 +159,7 @@ impl H1Pool {
         Ok(self.pooled(rsp, sender))
     }
 
-    fn take_back(
-        &self,
-        mut e: TrySendError<Request<Incoming>>,
-    ) -> Result<Request<Incoming>, Error> {
+    fn take_back(&self, mut e: TrySendError<Request<ReqBody>>) -> Result<Request<ReqBody>, Error> {
         match e.take_message() {
             Some(req) => Ok(req),
             None => Err(Error::Upstream {
@@ -175,7 +172,7 @@ impl H1Pool {
     fn pooled(
         self: &Arc<Self>,
         rsp: Response<Incoming>,
-        sender: http1::SendRequest<Incoming>,
+        sender: http1::SendRequest<ReqBody>,
     ) -> Response<Body> {
         rsp.map(|body| {
             Body::Pooled(PooledBody {
@@ -186,7 +183,7 @@ impl H1Pool {
         })
     }
 
-    fn put_back(&self, sender: http1::SendRequest<Incoming>) {
+    fn put_back(&self, sender: http1::SendRequest<ReqBody>) {
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE && !sender.is_closed() {
             idle.push(sender);
@@ -204,7 +201,7 @@ impl H1Pool {
 #[derive(Debug)]
 pub struct PooledBody {
     body: Incoming,
-    sender: Option<http1::SendRequest<Incoming>>,
+    sender: Option<http1::SendRequest<ReqBody>>,
     pool: Weak<H1Pool>,
 }
 
@@ -254,7 +251,7 @@ impl Drop for PooledBody {
 /// re-established when it closes.
 pub struct H2Conn {
     dial: Dial,
-    current: ArcSwapOption<http2::SendRequest<Incoming>>,
+    current: ArcSwapOption<http2::SendRequest<ReqBody>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
@@ -280,7 +277,7 @@ impl H2Conn {
         self.current.load().as_ref().is_some_and(|s| !s.is_closed())
     }
 
-    pub async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, Error> {
+    pub async fn send(&self, mut req: Request<ReqBody>) -> Result<Response<Incoming>, Error> {
         let addr = self.dial.addr();
         let mut fresh = false;
         loop {
@@ -305,7 +302,7 @@ impl H2Conn {
         }
     }
 
-    async fn sender(&self, fresh: bool) -> Result<http2::SendRequest<Incoming>, Error> {
+    async fn sender(&self, fresh: bool) -> Result<http2::SendRequest<ReqBody>, Error> {
         if !fresh && let Some(s) = self.current.load().as_ref().filter(|s| s.is_ready()) {
             return Ok(http2::SendRequest::clone(s));
         }

@@ -27,6 +27,7 @@
 //! obtains its certificate at start, `/ready` waits for it, and every mesh
 //! connection is mTLS; without it mesh connections are plaintext.
 
+pub mod accrual;
 pub mod admin;
 pub mod balance;
 pub mod body;
@@ -34,12 +35,16 @@ pub mod client;
 pub mod config;
 pub mod detect;
 pub mod discovery;
+pub mod grpc;
 pub mod http;
 pub mod inbound;
 pub mod init;
 pub mod mesh;
 pub mod metrics;
+pub mod mirror;
 pub mod outbound;
+pub mod replay;
+pub mod retry;
 pub mod tls;
 pub mod transport;
 pub mod upstream;

@@ -68,6 +68,35 @@ struct RequestLabels {
     status: u16,
 }
 
+/// Route labels plus one more dimension.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteKindLabels {
+    direction: Direction,
+    service: Name,
+    route: Name,
+    backend: Name,
+    /// `success`/`failure`, `request`/`backend_request`, or
+    /// `sent`/`failed`/`dropped`, depending on the metric.
+    kind: &'static str,
+}
+
+impl RouteKindLabels {
+    fn new(l: &RouteLabels, kind: &'static str) -> Self {
+        Self {
+            direction: l.direction,
+            service: l.service.clone(),
+            route: l.route.clone(),
+            backend: l.backend.clone(),
+            kind,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: Name,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TcpLabels {
     pub direction: Direction,
@@ -111,6 +140,12 @@ pub struct Metrics {
     extra: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
+    outcomes: Family<RouteKindLabels, Counter>,
+    retries: Family<RouteLabels, Counter>,
+    budget_exhausted: Family<RouteLabels, Counter>,
+    timeouts: Family<RouteKindLabels, Counter>,
+    mirrors: Family<RouteKindLabels, Counter>,
+    ejections: Family<BackendLabels, Counter>,
     tcp_opened: Family<TcpLabels, Counter>,
     tcp_open: Family<TcpLabels, Gauge>,
     tcp_bytes: Family<BytesLabels, Counter>,
@@ -142,6 +177,42 @@ impl Metrics {
             "request_duration_seconds",
             "Time to the response head of HTTP requests",
             latency.clone(),
+        );
+        let outcomes = Family::<RouteKindLabels, Counter>::default();
+        registry.register(
+            "responses",
+            "HTTP responses by route rule and backend, classified (kind): success, or failure (5xx, a gRPC error status, or no response)",
+            outcomes.clone(),
+        );
+        let retries = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Retries sent, by route rule and backend",
+            retries.clone(),
+        );
+        let budget_exhausted = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries refused because the backend's retry budget was spent (answered 503)",
+            budget_exhausted.clone(),
+        );
+        let timeouts = Family::<RouteKindLabels, Counter>::default();
+        registry.register(
+            "timeouts",
+            "Timeouts by route rule, backend and kind: request (answered 504) or backend_request (one attempt)",
+            timeouts.clone(),
+        );
+        let mirrors = Family::<RouteKindLabels, Counter>::default();
+        registry.register(
+            "mirror_requests",
+            "Mirrored requests by route rule, mirror backend and kind: sent, failed, or dropped (too many in flight)",
+            mirrors.clone(),
+        );
+        let ejections = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "endpoint_ejections",
+            "Endpoints taken out of balancing by failure accrual, by backend",
+            ejections.clone(),
         );
         let tcp_opened = Family::<TcpLabels, Counter>::default();
         registry.register(
@@ -202,6 +273,12 @@ impl Metrics {
             extra: Registry::default(),
             requests,
             latency,
+            outcomes,
+            retries,
+            budget_exhausted,
+            timeouts,
+            mirrors,
+            ejections,
             tcp_opened,
             tcp_open,
             tcp_bytes,
@@ -240,6 +317,45 @@ impl Metrics {
         self.latency
             .get_or_create(labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Classifies a response of a routed request.
+    pub fn outcome(&self, labels: &RouteLabels, success: bool) {
+        let kind = if success { "success" } else { "failure" };
+        self.outcomes
+            .get_or_create(&RouteKindLabels::new(labels, kind))
+            .inc();
+    }
+
+    pub fn retry(&self, labels: &RouteLabels) {
+        self.retries.get_or_create(labels).inc();
+    }
+
+    pub fn budget_exhausted(&self, labels: &RouteLabels) {
+        self.budget_exhausted.get_or_create(labels).inc();
+    }
+
+    /// `kind` is `request` or `backend_request`.
+    pub fn timeout(&self, labels: &RouteLabels, kind: &'static str) {
+        self.timeouts
+            .get_or_create(&RouteKindLabels::new(labels, kind))
+            .inc();
+    }
+
+    /// `labels.backend` is the mirror's; `kind` is `sent`, `failed` or
+    /// `dropped`.
+    pub fn mirror(&self, labels: &RouteLabels, kind: &'static str) {
+        self.mirrors
+            .get_or_create(&RouteKindLabels::new(labels, kind))
+            .inc();
+    }
+
+    pub fn ejection(&self, backend: &Name) {
+        self.ejections
+            .get_or_create(&BackendLabels {
+                backend: backend.clone(),
+            })
+            .inc();
     }
 
     /// Counts an opened TCP connection; the guard counts it closed.

@@ -2,53 +2,76 @@
 //!
 //! ```text
 //!  request ──► route (find: Gateway API precedence; no match → 404)
-//!          ──► filters (the rule's request filters)
+//!          ──► filters (the rule's: redirect / CORS preflight answer here)
 //!          ──► split (backend by weight; none or invalid → 500)
-//!          ──► balance (P2C over peak-EWMA; no endpoint → 503)
-//!          ──► endpoint (direct, or over the mesh; upgrades on their own connection)
-//!          ──► response filters, metrics
+//!          ──► filters (the backend's)
+//!          ──► exchange (mirrors; attempts with retries, budget and
+//!              timeouts; each attempt: balance (P2C, failure accrual) ─► endpoint)
+//!          ──► response filters (the backend's, then the rule's), CORS, metrics
 //! ```
 //!
 //! The target's resolved policy is loaded once per request (an atomic load,
 //! no lock) and held until the response head is back, so a policy swap
-//! never disturbs a request in flight.
+//! never disturbs a request in flight, and a weight change applies from
+//! the next request on. Every answer of the proxy itself is a [`Refusal`]:
+//! an HTTP status with [`crate::http::PROXY_ERROR`], or for a gRPC client
+//! the matching gRPC status in a trailers-only response.
 
-use super::resolved::{BackendState, Resolved};
+use super::{
+    exchange::Exchange,
+    filters::{self, Origin, Plan},
+    resolved::{BackendState, Resolved},
+};
 use crate::{
     body::Body,
     discovery::OutboundWatch,
+    grpc,
     http::{error_response, forward_upgrade, is_upgrade, upstream_error},
     metrics::{self, Direction, Metrics, Name, RouteLabels},
+    mirror::{self, Mirror},
+    retry::{self, Policy},
     upstream::Upstream,
 };
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tokio::time::Instant;
-use trellis_policy::{HttpBackend, HttpFilter, split};
+use trellis_policy::{HttpBackend, HttpFilter, HttpMatch, Timeouts, split};
 
 /// Why the proxy answers a request itself.
 #[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    why: String,
+pub struct Refusal {
+    pub status: StatusCode,
+    pub why: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, why: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, why: impl Into<String>) -> Self {
         Self {
             status,
             why: why.into(),
         }
     }
+
+    fn into_response(self, grpc: bool) -> Response<Body> {
+        if grpc {
+            grpc::status_response(grpc::code_for(self.status), &self.why)
+        } else {
+            error_response(self.status, &self.why)
+        }
+    }
 }
 
-/// The outcome of the route stage: the rule's filters and backends, or the
+/// The outcome of the route stage: what the matching rule says, or the
 /// Service itself when the target has no routes.
 struct Routed<'a> {
     label: Name,
     filters: &'a [HttpFilter],
+    /// The match that selected an HTTP rule (`ReplacePrefixMatch` needs it).
+    matched: Option<&'a HttpMatch>,
     backends: Option<RuleBackends<'a>>,
+    timeouts: Timeouts,
+    retry: Policy<'a>,
 }
 
 /// A rule's backends as the policy states them and as resolved (same order).
@@ -68,18 +91,23 @@ impl OutboundHttp {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
         let resolved = self.watch.load_full();
+        let grpc = grpc::is_grpc(&req);
         let mut labels = RouteLabels {
             direction: Direction::Outbound,
             service: resolved.service.clone(),
             route: metrics::fixed::none(),
             backend: metrics::fixed::empty(),
         };
-        let rsp = match self.stages(&resolved, req, &mut labels).await {
+        let rsp = match self.stages(&resolved, req, &mut labels, start, grpc).await {
             Ok(rsp) => rsp,
-            Err(r) => error_response(r.status, &r.why),
+            Err(r) => r.into_response(grpc),
         };
+        let status = rsp.status();
         self.metrics
-            .request(&labels, rsp.status().as_u16(), start.elapsed());
+            .request(&labels, status.as_u16(), start.elapsed());
+        let grpc_failed = grpc && retry::grpc_status(rsp.headers()).is_some_and(|c| c != 0);
+        self.metrics
+            .outcome(&labels, !status.is_server_error() && !grpc_failed);
         rsp
     }
 
@@ -88,67 +116,113 @@ impl OutboundHttp {
         resolved: &Resolved,
         mut req: Request<Incoming>,
         labels: &mut RouteLabels,
+        start: Instant,
+        grpc: bool,
     ) -> Result<Response<Body>, Refusal> {
-        if resolved.policy.is_none() {
+        let Some(policy) = &resolved.policy else {
             labels.backend = metrics::fixed::original_destination();
-            return self.send(&self.orig, req).await;
-        }
-        let routed = route(resolved, &req)?;
+            return Ok(send_once(&self.orig, req).await);
+        };
+        let routed = route(resolved, &req, grpc)?;
         labels.route = routed.label.clone();
-        request_filters(routed.filters, &mut req)?;
+        let origin = Origin {
+            port: policy.port,
+            service: &policy.service.name,
+        };
+        let mut plan = Plan::default();
+        if let Some(answer) =
+            filters::request(routed.filters, routed.matched, &mut req, origin, &mut plan)?
+        {
+            return Ok(answer);
+        }
         let (backend, state) = split_stage(resolved, &routed)?;
         labels.backend = state.name.clone();
-        if let Some(b) = backend {
-            request_filters(&b.filters, &mut req)?;
+        let backend_filters = backend.map_or(&[][..], |b| &b.filters[..]);
+        if let Some(answer) =
+            filters::request(backend_filters, routed.matched, &mut req, origin, &mut plan)?
+        {
+            return Ok(answer);
         }
-        let endpoint = state.balancer.pick().ok_or_else(|| {
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("backend {} has no ready endpoints", state.name),
-            )
-        })?;
-        let mut rsp = self.send(&endpoint, req).await?;
-        response_filters(routed.filters, &mut rsp)?;
-        if let Some(b) = backend {
-            response_filters(&b.filters, &mut rsp)?;
+        let mut rsp = if is_upgrade(&req) {
+            let endpoint = state.balancer.pick().ok_or_else(|| no_endpoints(state))?;
+            send_once(&endpoint, req).await
+        } else {
+            let mirrors = plan
+                .mirrors
+                .iter()
+                .filter(|m| m.fraction.selects(fastrand::u64(..)))
+                .filter_map(|m| {
+                    let backend = resolved.backend(&m.backend)?.clone();
+                    Some(Mirror {
+                        labels: RouteLabels {
+                            backend: backend.name.clone(),
+                            ..labels.clone()
+                        },
+                        backend,
+                        timeout: routed.timeouts.request.unwrap_or(mirror::DEFAULT_TIMEOUT),
+                    })
+                })
+                .collect();
+            Exchange {
+                metrics: &self.metrics,
+                labels,
+                backend: state,
+                retry: routed.retry,
+                timeouts: routed.timeouts,
+                start,
+                grpc,
+                mirrors,
+            }
+            .run(req)
+            .await?
+        };
+        filters::response(backend_filters, &mut rsp)?;
+        filters::response(routed.filters, &mut rsp)?;
+        if let Some(cors) = &plan.cors {
+            cors.apply(rsp.headers_mut());
         }
         Ok(rsp)
     }
-
-    /// The endpoint stage: one exchange, with the endpoint's load tracked
-    /// until the response head arrives.
-    async fn send(
-        &self,
-        endpoint: &Upstream,
-        req: Request<Incoming>,
-    ) -> Result<Response<Body>, Refusal> {
-        let in_flight = endpoint.load.start();
-        let result = if is_upgrade(&req) {
-            forward_upgrade(req, |req| endpoint.send_upgrade(req)).await
-        } else {
-            endpoint.send(req).await
-        };
-        in_flight.finish();
-        result.or_else(|e| Ok(upstream_error(&e)))
-    }
 }
 
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+/// One exchange with no policy around it (the original destination, or an
+/// upgrade), with the endpoint's load tracked until the response head.
+async fn send_once(endpoint: &Upstream, req: Request<Incoming>) -> Response<Body> {
+    let in_flight = endpoint.load.start();
+    let result = if is_upgrade(&req) {
+        forward_upgrade(req, |req| endpoint.send_upgrade(req)).await
+    } else {
+        endpoint.send(req).await
+    };
+    in_flight.finish();
+    result.unwrap_or_else(|e| upstream_error(&e))
 }
 
-/// The route stage.
-fn route<'a>(resolved: &'a Resolved, req: &Request<Incoming>) -> Result<Routed<'a>, Refusal> {
-    if !resolved.grpc.is_empty() && is_grpc(req) {
+fn no_endpoints(state: &BackendState) -> Refusal {
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("backend {} has no ready endpoints", state.name),
+    )
+}
+
+/// The route stage. gRPC calls go to the GRPCRoutes when there are any;
+/// HTTPRoutes govern everything else.
+fn route<'a>(
+    resolved: &'a Resolved,
+    req: &Request<Incoming>,
+    grpc: bool,
+) -> Result<Routed<'a>, Refusal> {
+    if !resolved.grpc.is_empty() && grpc {
         return match resolved.grpc.find(req) {
             Some(m) => {
                 let rule = &resolved.grpc_rules[m.route_index][m.rule_index];
                 Ok(Routed {
                     label: rule.label.clone(),
                     filters: &m.rule.filters,
+                    matched: None,
                     backends: Some((&m.rule.backends, &rule.backends)),
+                    timeouts: m.rule.timeouts,
+                    retry: m.rule.retry.as_ref().map_or(Policy::None, Policy::Grpc),
                 })
             }
             None => Err(no_route()),
@@ -161,7 +235,10 @@ fn route<'a>(resolved: &'a Resolved, req: &Request<Incoming>) -> Result<Routed<'
                 Ok(Routed {
                     label: rule.label.clone(),
                     filters: &m.rule.filters,
+                    matched: m.matched,
                     backends: Some((&m.rule.backends, &rule.backends)),
+                    timeouts: m.rule.timeouts,
+                    retry: m.rule.retry.as_ref().map_or(Policy::None, Policy::Http),
                 })
             }
             None => Err(no_route()),
@@ -173,7 +250,10 @@ fn route<'a>(resolved: &'a Resolved, req: &Request<Incoming>) -> Result<Routed<'
     Ok(Routed {
         label: metrics::fixed::default_route(),
         filters: &[],
+        matched: None,
         backends: None,
+        timeouts: Timeouts::default(),
+        retry: Policy::None,
     })
 }
 
@@ -208,34 +288,4 @@ fn split_stage<'a>(
             format!("backend {} is invalid", backends[i].backend.name()),
         )),
     }
-}
-
-/// The filters stage (request side). Header modifiers apply here; a filter
-/// the controller could not resolve answers 500 as the spec requires.
-fn request_filters(filters: &[HttpFilter], req: &mut Request<Incoming>) -> Result<(), Refusal> {
-    for f in filters {
-        match f {
-            HttpFilter::RequestHeaderModifier(m) => m
-                .apply(req.headers_mut())
-                .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-            HttpFilter::Invalid { message } => {
-                return Err(Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    message.clone(),
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn response_filters(filters: &[HttpFilter], rsp: &mut Response<Body>) -> Result<(), Refusal> {
-    for f in filters {
-        if let HttpFilter::ResponseHeaderModifier(m) = f {
-            m.apply(rsp.headers_mut())
-                .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        }
-    }
-    Ok(())
 }

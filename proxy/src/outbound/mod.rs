@@ -8,10 +8,15 @@
 //!                                                      endpoint by P2C, splice
 //! ```
 
+mod exchange;
+mod filters;
 mod http;
 mod resolved;
 
-pub use self::{http::OutboundHttp, resolved::Resolved};
+pub use self::{
+    http::OutboundHttp,
+    resolved::{BackendState, Resolved},
+};
 
 use crate::{
     Drain,

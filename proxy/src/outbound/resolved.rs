@@ -1,20 +1,25 @@
 //! A target's policy prepared for the hot path: route tables sorted once,
-//! one balancer per backend Service (kept across updates, so endpoint loads
-//! and pooled connections survive a policy change), and metric labels
-//! rendered once.
+//! one balancer per backend Service (kept across updates, so endpoint loads,
+//! failure records and pooled connections survive a policy change), the
+//! backend's retry budget (kept while its configuration is unchanged), and
+//! metric labels rendered once.
 
-use crate::{balance::Balancer, metrics::Name, upstream::Upstreams};
+use crate::{balance::Balancer, metrics::Name, mirror, retry::Budget, upstream::Upstreams};
 use std::{collections::HashMap, sync::Arc};
+use tokio::sync::Semaphore;
 use trellis_policy::{
-    Backend, HttpBackend, OutboundPolicy, ServiceBackend, Target,
+    Backend, HttpBackend, HttpFilter, OutboundPolicy, ServiceBackend, Target,
     find::{GrpcRouteTable, HttpRouteTable},
 };
 
-/// A backend Service with its balancer and label.
+/// A backend Service with its balancer, retry budget and label.
 #[derive(Debug)]
 pub struct BackendState {
     pub name: Name,
     pub balancer: Arc<Balancer>,
+    pub budget: Arc<Budget>,
+    /// Mirrored requests in flight to this backend, when it is a mirror.
+    pub mirrors: Arc<Semaphore>,
 }
 
 /// Per rule: its metrics label and, per backend of the rule, the balancer
@@ -79,8 +84,17 @@ impl Resolved {
         let default = backend(&p.backend);
         let rules =
             |label: String,
+             filters: &[HttpFilter],
              backends: &[HttpBackend],
              backend: &mut dyn FnMut(&Backend) -> Option<Arc<BackendState>>| {
+                let all_filters = filters
+                    .iter()
+                    .chain(backends.iter().flat_map(|b| &b.filters));
+                for f in all_filters {
+                    if let HttpFilter::RequestMirror(m) = f {
+                        backend(&m.backend);
+                    }
+                }
                 RuleState {
                     label: Name::from(label),
                     backends: backends.iter().map(|b| backend(&b.backend)).collect(),
@@ -96,6 +110,7 @@ impl Resolved {
                     .map(|(i, rule)| {
                         rules(
                             rule_label(&r.meta, rule.name.as_deref(), i),
+                            &rule.filters,
                             &rule.backends,
                             &mut backend,
                         )
@@ -113,6 +128,7 @@ impl Resolved {
                     .map(|(i, rule)| {
                         rules(
                             rule_label(&r.meta, rule.name.as_deref(), i),
+                            &rule.filters,
                             &rule.backends,
                             &mut backend,
                         )
@@ -213,14 +229,26 @@ fn backend_state(
                 .unwrap_or_else(|| upstreams.endpoint(e.addr, e.identity.as_ref()))
         })
         .collect();
+    let budget_config = s.retry_budget.clone().unwrap_or_default();
     let state = match old {
         Some(b) => {
             b.balancer.update(endpoints);
-            b.clone()
+            Arc::new(BackendState {
+                name: b.name.clone(),
+                balancer: b.balancer.clone(),
+                budget: if *b.budget.config() == budget_config {
+                    b.budget.clone()
+                } else {
+                    Arc::new(Budget::new(budget_config))
+                },
+                mirrors: b.mirrors.clone(),
+            })
         }
         None => Arc::new(BackendState {
             name: Name::from(key.as_str()),
             balancer: Arc::new(Balancer::new(endpoints)),
+            budget: Arc::new(Budget::new(budget_config)),
+            mirrors: Arc::new(Semaphore::new(mirror::MAX_IN_FLIGHT)),
         }),
     };
     next.insert(key, state.clone());
