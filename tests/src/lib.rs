@@ -5,11 +5,13 @@
 //!
 //! ```text
 //! manifests ─► sandbox::Sandbox::up/apply
-//!   node netns trl-<sandbox>-node: bridge trl0 (198.18.0.1/16), trellis-controller
+//!   node netns trl-<sandbox>-node: bridge trl0 (198.18.0.1/16), trellis-controller,
+//!     trellis-identity (CA in the state directory, trust bundle file, pod tokens)
 //!   per pod replica, netns trl-<sandbox>-<namespace>-<pod>:
 //!     CNI loopback; bridge + host-local (198.18.0.0/16) → trellis-cni (capture rules)
 //!     /etc/netns/<netns>/hosts (Services by name), nft Service NAT (kube-proxy's job)
-//!     the app (trellis-echo or the container's command) + trellis-proxy sidecar (uid 2102)
+//!     the app (trellis-echo or the container's command) + trellis-proxy sidecar (uid 2102,
+//!     with its token: mTLS between every pair of sidecars)
 //!   the controller's directory: Services with ClusterIPs (198.19.0.0/16), Pods with
 //!   IPs and readiness, EndpointSlices, routes and every other object as given
 //! ```
@@ -23,6 +25,7 @@ pub mod client;
 pub mod cluster;
 pub mod cni;
 pub mod conformance;
+pub mod identity;
 pub mod manifest;
 pub mod metrics;
 pub mod names;

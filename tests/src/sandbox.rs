@@ -4,15 +4,18 @@
 //! sandbox another one made.
 //!
 //! ```text
-//! up:    preflight → node netns + bridge → controller → reconcile → wait ready
+//! up:    preflight → node netns + bridge → controller → identity (wait for the
+//!        trust bundle) → reconcile → wait ready
 //! apply: load → add/replace objects → reconcile → wait ready
 //! reconcile: ClusterIPs → pods gone: stop, CNI DEL, delete netns
 //!            → new pods: netns, CNI ADD (loopback; bridge+host-local → trellis-cni)
-//!            → hosts files, Service NAT, controller directory → start apps + sidecars
+//!            → hosts files, Service NAT, controller directory
+//!            → tokens of meshed pods → start apps + sidecars
 //! ```
 
 use crate::cluster;
 use crate::cni;
+use crate::identity;
 use crate::manifest::{self, Object, PodPlan};
 use crate::names::{self, SandboxName};
 use crate::netns;
@@ -43,6 +46,8 @@ pub enum Error {
     Cni(#[from] cni::Error),
     #[error(transparent)]
     Spawn(#[from] spawn::Error),
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
     #[error("pod {0} has no IP address in its CNI result")]
     NoIp(String),
     #[error("no pod matches {0:?} (give `name`, `namespace/name` or a Deployment name)")]
@@ -72,6 +77,10 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
     /// How long `up`/`apply` wait for readiness.
     pub timeout: Duration,
+    /// Lifetime of the workload certificates identity issues (a Gateway API
+    /// duration such as `40s`); its default (24h) when `None`. Short
+    /// lifetimes make renewals happen while a test watches.
+    pub certificate_lifetime: Option<String>,
 }
 
 impl Options {
@@ -81,6 +90,7 @@ impl Options {
             mesh_all: false,
             bin_dir: None,
             timeout: Duration::from_secs(90),
+            certificate_lifetime: None,
         })
     }
 }
@@ -146,6 +156,7 @@ impl Sandbox {
         }
         sb.dir.create()?;
         let mut st = State::new(&opts.name, opts.mesh_all, bins.dir.clone());
+        st.certificate_lifetime = opts.certificate_lifetime.clone();
         let node = opts.name.node_netns();
         st.netns.push(node.clone());
         sb.dir.save(&st)?;
@@ -154,10 +165,49 @@ impl Sandbox {
         let controller = spawn::controller(&bins, &node, &sb.dir)?;
         st.controller = Some(controller);
         sb.dir.save(&st)?;
+        sb.start_identity(&mut st, &bins, opts.timeout)?;
         merge(&mut st, objects);
         sb.reconcile(&mut st, &bins)?;
         sb.wait_ready(&mut st, opts.timeout)?;
         Ok((sb, st))
+    }
+
+    /// Starts the identity service and waits until it serves and has
+    /// published the trust bundle, which sidecars read at start.
+    fn start_identity(&self, st: &mut State, bins: &Bins, timeout: Duration) -> Result<(), Error> {
+        identity::write_tokens_file(&self.dir, st)?;
+        let node = self.name.node_netns();
+        let proc = spawn::identity(bins, &node, &self.dir, st.certificate_lifetime.as_deref())?;
+        st.identity = Some(proc);
+        self.dir.save(st)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(reason) = spawn::identity_not_ready(st, &node, &self.dir) else {
+                return Ok(());
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::NotReady {
+                    what: "trellis-identity".into(),
+                    secs: timeout.as_secs(),
+                    details: reason,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the identity service and starts it again from its state
+    /// directory (same CA, same bundle); returns once it serves. Sidecars
+    /// keep their certificates meanwhile and retry renewals.
+    pub fn restart_identity(&self, timeout: Duration) -> Result<(), Error> {
+        let _lock = self.dir.lock()?;
+        let mut st = self.state()?;
+        let bins = Bins::discover(Some(&st.bin_dir))?;
+        if let Some(p) = st.identity.take() {
+            netns::kill(&p, Duration::from_secs(3));
+        }
+        self.dir.save(&st)?;
+        self.start_identity(&mut st, &bins, timeout)
     }
 
     /// Adds or replaces objects; returns once every pod is ready again.
@@ -227,6 +277,7 @@ impl Sandbox {
         for key in gone {
             if let Some(pod) = st.pods.get(&key).cloned() {
                 self.teardown_pod(st, &pod);
+                identity::revoke(&self.dir, &pod);
             }
             st.pods.remove(&key);
             self.dir.save(st)?;
@@ -255,6 +306,14 @@ impl Sandbox {
             new.push(key);
         }
         self.publish(st)?;
+        // Tokens first: a sidecar asks for its certificate as it starts.
+        for key in &new {
+            let pod = &st.pods[key];
+            if pod.meshed {
+                identity::issue(&self.dir, pod)?;
+            }
+        }
+        identity::write_tokens_file(&self.dir, st)?;
         for key in new {
             let procs = {
                 let pod = &st.pods[&key];
@@ -415,6 +474,9 @@ impl Sandbox {
             if let Some(r) = spawn::controller_not_ready(st, &node) {
                 reasons.push(format!("trellis-controller: {r}"));
             }
+            if let Some(r) = spawn::identity_not_ready(st, &node, &self.dir) {
+                reasons.push(format!("trellis-identity: {r}"));
+            }
             if changed {
                 self.publish(st)?;
                 self.dir.save(st)?;
@@ -530,6 +592,9 @@ impl Sandbox {
             }
             if let Some(c) = &st.controller {
                 netns::kill(c, Duration::from_secs(3));
+            }
+            if let Some(p) = &st.identity {
+                netns::kill(p, Duration::from_secs(3));
             }
             namespaces.extend(st.netns.iter().cloned());
         }

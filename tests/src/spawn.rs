@@ -1,7 +1,8 @@
-//! The processes of a sandbox: the controller in the node namespace, and in
-//! each pod its apps (the echo server for the conformance images, or the
-//! container's `command`) and, when meshed, `trellis-proxy sidecar` as the
-//! proxy's uid with the downward-API environment a sidecar injector sets.
+//! The processes of a sandbox: the controller and the identity service in
+//! the node namespace, and in each pod its apps (the echo server for the
+//! conformance images, or the container's `command`) and, when meshed,
+//! `trellis-proxy sidecar` as the proxy's uid with the downward-API
+//! environment a sidecar injector sets, its token and the trust bundle.
 
 use crate::cluster::POD_GATEWAY;
 use crate::manifest::Container;
@@ -42,6 +43,7 @@ pub const CONTROLLER: &str = "trellis-controller";
 pub const PROXY: &str = "trellis-proxy";
 pub const ECHO: &str = "trellis-echo";
 pub const CNI: &str = "trellis-cni";
+pub const IDENTITY: &str = "trellis-identity";
 
 impl Bins {
     /// `dir`, else the directory of the running executable (`target/debug`,
@@ -52,7 +54,7 @@ impl Bins {
             None => default_dir(),
         };
         let bins = Self { dir };
-        for b in [CONTROLLER, PROXY, ECHO, CNI] {
+        for b in [CONTROLLER, PROXY, ECHO, CNI, IDENTITY] {
             bins.require(b)?;
         }
         Ok(bins)
@@ -100,6 +102,72 @@ pub fn controller_grpc() -> SocketAddr {
 }
 pub fn controller_admin() -> SocketAddr {
     SocketAddr::from((POD_GATEWAY, port::CONTROLLER_ADMIN))
+}
+
+/// The identity service's gRPC (TLS) and admin addresses, on the node bridge.
+pub fn identity_grpc() -> SocketAddr {
+    SocketAddr::from((POD_GATEWAY, port::IDENTITY_GRPC))
+}
+pub fn identity_admin() -> SocketAddr {
+    SocketAddr::from((POD_GATEWAY, port::IDENTITY_ADMIN))
+}
+
+/// Starts the identity service in the node namespace: its CA in the state
+/// directory, the bundle published to a file, pods authenticated by the
+/// sandbox's tokens file; `lifetime` shortens the certificates it issues.
+pub fn identity(bins: &Bins, node: &str, dir: &Dir, lifetime: Option<&str>) -> Result<Proc, Error> {
+    let program = bins.require(IDENTITY)?;
+    let path = |p: PathBuf| p.display().to_string();
+    let mut args = vec![
+        "--state-dir".to_string(),
+        path(dir.identity()),
+        "--listen".to_string(),
+        identity_grpc().to_string(),
+        "--admin-listen".to_string(),
+        identity_admin().to_string(),
+        "--bundle-file".to_string(),
+        path(dir.trust_bundle()),
+        "--tokens-file".to_string(),
+        path(dir.tokens_file()),
+        "--trust-domain".to_string(),
+        contract::DEFAULT_TRUST_DOMAIN.to_string(),
+    ];
+    if let Some(l) = lifetime {
+        args.extend(["--certificate-lifetime".to_string(), l.to_string()]);
+    }
+    let mut envs = BTreeMap::new();
+    envs.insert(env::LOG.to_string(), "info".to_string());
+    Ok(netns::spawn(&Spawn {
+        netns: node,
+        role: IDENTITY,
+        program: &program,
+        args: &args,
+        env: &envs,
+        uid: None,
+        log: &dir.logs().join("trellis-identity.log"),
+    })?)
+}
+
+/// Why the identity service is not ready (None when `/ready` answers 200
+/// and the trust bundle is published).
+pub fn identity_not_ready(st: &State, node: &str, dir: &Dir) -> Option<String> {
+    let Some(p) = st.identity.as_ref() else {
+        return Some("not started".into());
+    };
+    if !netns::alive(p) {
+        return Some(format!("exited (see {})", p.log.display()));
+    }
+    if !dir.trust_bundle().exists() {
+        return Some(format!(
+            "{} not published yet",
+            dir.trust_bundle().display()
+        ));
+    }
+    match probe::http_get(node, identity_admin(), "/ready") {
+        Ok((200, _)) => None,
+        Ok((s, body)) => Some(format!("/ready answered {s}: {}", body.trim())),
+        Err(e) => Some(format!("/ready: {e}")),
+    }
 }
 
 /// Starts the controller in the node namespace, reading the sandbox's
@@ -167,7 +235,7 @@ pub fn pod_processes(
     }
     if pod.meshed {
         let program = bins.require(PROXY)?;
-        let envs = proxy_env(st, pod);
+        let envs = proxy_env(st, pod, dir);
         procs.push(netns::spawn(&Spawn {
             netns: &pod.netns,
             role: contract::PROXY_CONTAINER_NAME,
@@ -243,10 +311,20 @@ fn field_ref(_st: &State, pod: &PodState, from: &Value) -> Option<String> {
     }
 }
 
-/// The sidecar's environment, as the injector sets it.
-pub fn proxy_env(st: &State, pod: &PodState) -> BTreeMap<String, String> {
+/// The sidecar's environment, as the injector sets it: the controller, the
+/// identity service with the pod's token and the trust bundle, the pod.
+pub fn proxy_env(st: &State, pod: &PodState, dir: &Dir) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert(env::CONTROLLER_ADDR.into(), controller_grpc().to_string());
+    out.insert(env::IDENTITY_ADDR.into(), identity_grpc().to_string());
+    out.insert(
+        env::IDENTITY_TOKEN.into(),
+        crate::identity::token_path(dir, pod).display().to_string(),
+    );
+    out.insert(
+        env::TRUST_BUNDLE.into(),
+        dir.trust_bundle().display().to_string(),
+    );
     out.insert(env::POD_NAMESPACE.into(), pod.plan.namespace.clone());
     out.insert(env::POD_NAME.into(), pod.plan.name.clone());
     out.insert(

@@ -11,6 +11,9 @@
 //! ipam/             host-local IPAM state (CNI `dataDir`)
 //! logs/             one log per process (`<namespace>_<pod>_<container>.log`)
 //! pods/             pod metadata for trellis-cni (see docs/decisions.md)
+//! identity/         trellis-identity's CA (0700, files 0600)
+//! trust-bundle.pem  the trust bundle identity publishes
+//! identity-tokens.json, tokens/<namespace>/<pod>   pod tokens (see [`crate::identity`])
 //! ```
 //!
 //! Every mutation is recorded *before* it happens (a namespace is listed
@@ -95,6 +98,12 @@ pub struct State {
     /// `namespace/name` → pod.
     pub pods: BTreeMap<String, PodState>,
     pub controller: Option<Proc>,
+    /// The identity service (CA), in the node namespace.
+    #[serde(default)]
+    pub identity: Option<Proc>,
+    /// `--certificate-lifetime` of the identity service, when not its default.
+    #[serde(default)]
+    pub certificate_lifetime: Option<String>,
     /// Every network namespace made (recorded before it is made).
     pub netns: Vec<String>,
 }
@@ -109,6 +118,8 @@ impl State {
             cluster_ips: BTreeMap::new(),
             pods: BTreeMap::new(),
             controller: None,
+            identity: None,
+            certificate_lifetime: None,
             netns: Vec::new(),
         }
     }
@@ -141,6 +152,21 @@ impl Dir {
     pub fn pods(&self) -> PathBuf {
         self.root.join("pods")
     }
+    /// trellis-identity's `--state-dir`.
+    pub fn identity(&self) -> PathBuf {
+        self.root.join("identity")
+    }
+    pub fn trust_bundle(&self) -> PathBuf {
+        self.root.join("trust-bundle.pem")
+    }
+    /// trellis-identity's `--tokens-file`.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.root.join("identity-tokens.json")
+    }
+    /// One token file per pod, `<namespace>/<pod>`.
+    pub fn tokens(&self) -> PathBuf {
+        self.root.join("tokens")
+    }
     pub fn exists(&self) -> bool {
         self.state_file().exists()
     }
@@ -152,6 +178,7 @@ impl Dir {
             self.ipam(),
             self.logs(),
             self.pods(),
+            self.tokens(),
         ] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
         }
