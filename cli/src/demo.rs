@@ -94,7 +94,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         say("What the client's sidecar measured, per version (from its /metrics):");
         show_metrics(&sb.name.node_netns(), &st)?;
-        show_identities(&rt, &client.netns);
+        show_identities(&rt, &sb.name.node_netns(), &st)?;
         Ok(())
     })();
     if args.keep {
@@ -246,9 +246,12 @@ fn show_metrics(node: &str, st: &State) -> Result<()> {
     Ok(())
 }
 
-/// The identity the web side verified for the client, as the inbound
-/// sidecar passes it to the app (`x-trellis-client-id`).
-fn show_identities(rt: &tokio::runtime::Runtime, netns: &str) {
+/// The identities behind the mTLS between the sidecars: who the web side
+/// verified the client as (the inbound sidecar hands it to the app as
+/// `x-trellis-client-id`), and each sidecar's certificate and handshakes
+/// (from its /metrics).
+fn show_identities(rt: &tokio::runtime::Runtime, node: &str, st: &State) -> Result<()> {
+    let client = Sandbox::find_pod(st, "demo/client")?;
     let req = Request {
         host: "web".into(),
         path: "/".into(),
@@ -256,19 +259,62 @@ fn show_identities(rt: &tokio::runtime::Runtime, netns: &str) {
         headers: Vec::new(),
     };
     let echo = rt
-        .block_on(client::send(netns, &req, Duration::from_secs(5)))
+        .block_on(client::send(&client.netns, &req, Duration::from_secs(5)))
         .ok()
         .and_then(|r| r.echo());
-    match echo
+    let Some(ids) = echo
         .as_ref()
         .and_then(|e| e.header(contract::header::CLIENT_ID))
-    {
-        Some(ids) => say(&format!(
-            "mTLS: {} verified the caller as {}",
-            echo.as_ref().map(|e| e.pod.as_str()).unwrap_or("web"),
-            ids.join(", ")
-        )),
-        None => say("mTLS: the web sidecar passed no verified client identity \
-             (no identity service in this sandbox, so traffic between sidecars is not yet mTLS)."),
+    else {
+        anyhow::bail!(
+            "the web sidecar passed no verified client identity: mTLS between the sidecars is not working (see the logs under {})",
+            Sandbox::open(&st.name)?.dir.logs().display()
+        );
+    };
+    say(&format!(
+        "mTLS: {} verified the caller as {}",
+        echo.as_ref().map(|e| e.pod.as_str()).unwrap_or("web"),
+        ids.join(", ")
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    for pod in st.pods.values().filter(|p| p.meshed) {
+        let Some(ip) = pod.ip else { continue };
+        let admin = SocketAddr::from((ip, contract::port::PROXY_ADMIN));
+        let Ok((200, body)) = probe::http_get(node, admin, "/metrics") else {
+            continue;
+        };
+        let samples = metrics::parse(&body);
+        let sum = |name: &str, outcome: Option<&str>| -> f64 {
+            samples
+                .iter()
+                .filter(|s| s.name == name)
+                .filter(|s| {
+                    outcome.is_none_or(|o| s.labels.get("outcome").map(String::as_str) == Some(o))
+                })
+                .map(|s| s.value)
+                .sum()
+        };
+        let expiry = sum(
+            "trellis_identity_certificate_expiry_timestamp_seconds",
+            None,
+        );
+        let id = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            contract::DEFAULT_TRUST_DOMAIN,
+            pod.plan.namespace,
+            pod.plan.service_account
+        );
+        println!(
+            "  {:<26} {id:<44} certificate expires in {:>4.1} h  handshakes ok {:>3}  refused {:>3}",
+            pod.plan.name,
+            (expiry - now).max(0.0) / 3600.0,
+            sum("trellis_tls_handshakes_total", Some("ok")),
+            sum("trellis_tls_handshakes_total", None)
+                - sum("trellis_tls_handshakes_total", Some("ok")),
+        );
     }
+    Ok(())
 }
