@@ -192,10 +192,13 @@ pub fn compare(req: &Req, exp: &Expect, resp: &Response) -> Option<String> {
         };
         let got = parse_location(location);
         let path = if req.path.is_empty() { "/" } else { &req.path };
+        // Upstream's defaults (`setRedirectRequestDefaults`): the host is
+        // not checked unless given; scheme, port and path are the request
+        // URL's (no port for `http://echo/...`).
         let want = Redirect {
             scheme: Some(want.scheme.clone().unwrap_or_else(|| "http".into())),
             host: want.host.clone().or_else(|| got.host.clone()),
-            port: want.port.clone().or_else(|| got.port.clone()),
+            port: want.port.clone().or_else(|| url_port(&req.host)),
             path: Some(
                 want.path
                     .clone()
@@ -209,6 +212,17 @@ pub fn compare(req: &Req, exp: &Expect, resp: &Response) -> Option<String> {
         }
     }
     None
+}
+
+/// The port written in a request's `host` (`echo:8080`), as Go's
+/// `URL.Port()` reads it from `http://echo:8080/...`; `None` for `echo`.
+fn url_port(host: &str) -> Option<String> {
+    match host.rsplit_once(':') {
+        Some((_, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => {
+            Some(p.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Splits an absolute `Location` into scheme, host, port and path (query

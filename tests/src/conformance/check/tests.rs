@@ -237,6 +237,20 @@ fn redirects_compare_location_with_upstream_defaults() {
         ),
         None
     );
+    // An unrequested port fails, as upstream's default is the request's
+    // (none for `http://echo/...`).
+    assert!(
+        compare(
+            &path.request,
+            &path.expect,
+            &resp(
+                302,
+                &[("Location", "http://echo:80/replacement-prefix/lemon")],
+                ""
+            )
+        )
+        .is_some()
+    );
     assert_eq!(
         parse_location("https://example.org:8443/a/b?x=1"),
         Redirect {
