@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!  app ─► iptables ─► outbound :15101 ─► orig dst ─► discovery (lazy, cached)
-//!                     ─► detect ─► HTTP: route ─► filters ─► split ─► balance ─► endpoint
+//!                     ─► detect ─► HTTP: route ─► filters ─► split ─► retries/timeouts ─► balance ─► endpoint
 //!                               └► opaque: backend ─► balance ─► splice
 //!                     endpoint: unmeshed ─► as the app sent it
 //!                               meshed ───► mesh (preamble, one HTTP/2 per peer) ─┐
@@ -21,7 +21,10 @@
 //! [`balance`], [`upstream`] and [`client`] (pools), [`mesh`] (the
 //! proxy-to-proxy format and the connection seam) and [`tls`] (mesh mTLS
 //! with the workload certificate of `trellis-identity-client`), [`admin`]
-//! and [`metrics`].
+//! and [`metrics`]. The HTTP traffic policy around the endpoint stage:
+//! [`retry`] (policies, backoff, budgets), [`replay`] (request bodies sent
+//! more than once), [`mirror`], [`accrual`] (failure accrual) and [`grpc`]
+//! (deadlines and status answers).
 //!
 //! With identity configured ([`config::Config::identity`]) the sidecar
 //! obtains its certificate at start, `/ready` waits for it, and every mesh
