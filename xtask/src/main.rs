@@ -5,6 +5,9 @@
 //!   test of the workspace. It is the command of the README and of `.ci/run`.
 //! - `cargo xtask deps` checks the dependency directions of the design.
 //! - `cargo xtask chart` tests the Helm chart; `chart-sync` refreshes its CRDs.
+//! - `cargo xtask demo`, `cargo xtask conformance` and `cargo xtask sandbox`
+//!   build every binary first (the sandbox runs them all) and then run the
+//!   matching `trellisctl` command; `cargo xtask bench` runs the benchmarks.
 
 mod chart;
 mod deps;
@@ -41,6 +44,30 @@ enum Task {
     Chart,
     /// Copy the CRDs the chart installs into charts/trellis/files/.
     ChartSync,
+    /// Build every binary and run `trellisctl demo` (as root).
+    Demo {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build every binary and run the Gateway API mesh conformance suite in a
+    /// sandbox (`trellisctl conformance`, as root).
+    Conformance {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build every binary and run `trellisctl sandbox ...` (as root).
+    Sandbox {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a benchmark in release mode (`proxy`, or `controller`).
+    Bench {
+        /// Which benchmark.
+        #[arg(default_value = "proxy")]
+        which: String,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -67,7 +94,48 @@ fn main() -> Result<()> {
         Task::Deps => deps::check(),
         Task::Chart => chart::test(),
         Task::ChartSync => chart::sync(),
+        Task::Demo { args } => trellisctl("demo", &args),
+        Task::Conformance { args } => trellisctl("conformance", &args),
+        Task::Sandbox { args } => trellisctl("sandbox", &args),
+        Task::Bench { which, args } => bench(&which, &args),
     }
+}
+
+/// Installs what is missing, builds every binary, then runs a `trellisctl`
+/// subcommand from the target directory so it finds its sibling binaries.
+fn trellisctl(command: &str, args: &[String]) -> Result<()> {
+    setup::system()?;
+    cargo(&["build", "--workspace", "--bins"])?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    let bin = target.join("debug").join("trellisctl");
+    let status = Command::new(&bin)
+        .arg(command)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        bail!("trellisctl {command} failed ({status})");
+    }
+    Ok(())
+}
+
+fn bench(which: &str, args: &[String]) -> Result<()> {
+    let mut cmd: Vec<&str> = match which {
+        "proxy" => vec!["run", "--release", "-p", "trellis-bench", "--", "proxy"],
+        "controller" => vec![
+            "bench",
+            "-p",
+            "trellis-controller",
+            "--bench",
+            "scale",
+            "--",
+        ],
+        other => bail!("unknown benchmark {other:?}: expected proxy or controller"),
+    };
+    cmd.extend(args.iter().map(String::as_str));
+    cargo(&cmd)
 }
 
 /// The workspace root (xtask lives one level below it).

@@ -27,7 +27,7 @@ const PYTHON: &[(&str, &str)] = &[
 ];
 
 pub fn run() -> Result<()> {
-    system_packages()?;
+    system()?;
     python_packages()
 }
 
@@ -39,7 +39,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn system_packages() -> Result<()> {
+/// Only the Debian packages: what the sandbox (demo, conformance) needs.
+pub fn system() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(_, file)| !Path::new(file).exists())
