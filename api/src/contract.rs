@@ -41,6 +41,12 @@ pub const POLICY_GROUP: &str = "policy.trellis.io";
 /// the identity service.
 pub const IDENTITY_TOKEN_AUDIENCE: &str = "trellis-identity";
 
+/// The ConfigMap identity publishes the trust bundle as (in its own namespace
+/// and in every namespace whose pods may be meshed, which mount it), and the
+/// key holding the PEM anchors.
+pub const TRUST_BUNDLE_CONFIGMAP: &str = "trellis-trust-bundle";
+pub const TRUST_BUNDLE_KEY: &str = "ca-bundle.crt";
+
 /// The name of the sidecar container and of the capture init container.
 pub const PROXY_CONTAINER_NAME: &str = "trellis-proxy";
 pub const INIT_CONTAINER_NAME: &str = "trellis-init";
@@ -64,8 +70,9 @@ pub mod key {
     pub const OPAQUE_PORTS: &str = "trellis.io/opaque-ports";
     /// Pod annotation: the proxy's log level (a tracing filter).
     pub const PROXY_LOG_LEVEL: &str = "trellis.io/proxy-log-level";
-    /// Pod annotation set by the injector: the trust anchors (PEM), which a
-    /// downward-API volume turns into the file `TRELLIS_TRUST_BUNDLE` names.
+    /// Pod annotation carrying the trust anchors (PEM) for a downward-API
+    /// volume (gateway proxies the controller deploys). Injected sidecars
+    /// mount [`super::TRUST_BUNDLE_CONFIGMAP`] instead, which follows rotations.
     pub const TRUST_BUNDLE: &str = "trellis.io/trust-bundle";
     /// Route annotations for gRPC rules (GRPCRoute has no timeouts/retry fields).
     pub const GRPC_TIMEOUT_REQUEST: &str = "timeout.trellis.io/request";

@@ -352,6 +352,8 @@ def check_case(case, objects, values):
         assert "trellis-identity-ca" not in secrets
     secret = anchor["existingSecret"] or "trellis-identity-ca"
     assert f"--ca-secret={NAMESPACE}/{secret}" in args, args
+    # Injected pods mount the bundle ConfigMap of their own namespace.
+    assert f"--bundle-namespaces={values['identity']['bundleNamespaces']}" in args, args
 
 
 def lint(case, values):

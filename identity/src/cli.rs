@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use trellis_api::contract::{DEFAULT_TRUST_DOMAIN, port};
 
 use crate::auth::{Authenticator, TokenFile, TokenReviewer};
+use crate::bundles::NamespaceBundles;
 use crate::ca;
 use crate::server::{Parts, ServeError, Server, Settings};
 use crate::store::{BundleSink, ConfigMapBundle, DirStore, FileBundle, SecretStore, Store};
@@ -95,6 +96,11 @@ pub struct ServeArgs {
     /// Publish the trust bundle to this ConfigMap (key `ca-bundle.crt`).
     #[arg(long, value_name = "NAMESPACE/NAME")]
     pub bundle_configmap: Option<String>,
+    /// Also publish it, under the name of --bundle-configmap, in every
+    /// namespace matching this label selector (empty: every namespace), for
+    /// injected pods to mount.
+    #[arg(long, value_name = "SELECTOR")]
+    pub bundle_namespaces: Option<String>,
     /// Authenticate callers with this sandbox token file instead of the
     /// Kubernetes TokenReview API.
     #[arg(long, value_name = "PATH")]
@@ -165,6 +171,11 @@ impl ServeArgs {
         if let Some(cm) = &self.bundle_configmap {
             namespaced("bundle-configmap", cm)?;
         }
+        if self.bundle_namespaces.is_some() && self.bundle_configmap.is_none() {
+            return Err(UsageError(
+                "--bundle-namespaces needs --bundle-configmap (it names the ConfigMap)".into(),
+            ));
+        }
         Ok(Settings {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -182,6 +193,7 @@ impl ServeArgs {
     pub fn needs_kube(&self) -> bool {
         self.store.ca_secret.is_some()
             || self.bundle_configmap.is_some()
+            || self.bundle_namespaces.is_some()
             || self.tokens_file.is_none()
     }
 
@@ -195,7 +207,10 @@ impl ServeArgs {
         if let Some(cm) = &self.bundle_configmap {
             let (ns, name) = namespaced("bundle-configmap", cm)?;
             let client = kube.clone().ok_or_else(no_kube)?;
-            sinks.push(Box::new(ConfigMapBundle::new(client, &ns, &name)));
+            sinks.push(Box::new(ConfigMapBundle::new(client.clone(), &ns, &name)));
+            if let Some(selector) = &self.bundle_namespaces {
+                sinks.push(Box::new(NamespaceBundles::new(client, &name, selector)));
+            }
         }
         let auth: Arc<dyn Authenticator> = match &self.tokens_file {
             Some(path) => Arc::new(TokenFile::new(path.clone())),

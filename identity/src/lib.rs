@@ -1,7 +1,8 @@
 //! `trellis-identity` is the Trellis CA. It keeps a trust anchor and an
 //! issuing intermediate (generated on first start and persisted, in a
 //! Kubernetes Secret or a 0600 state directory, so a restart never changes
-//! the trust root), publishes the trust bundle (a ConfigMap or a file), and
+//! the trust root), publishes the trust bundle (a ConfigMap, in every
+//! meshed namespace for injected pods to mount, or a file), and
 //! serves `Identity.Certify` over TLS: a proxy sends a CSR for the key it
 //! generated plus its projected service-account token, and gets back a
 //! short-lived ECDSA P-256 certificate whose only URI SAN is the SPIFFE id
@@ -10,7 +11,8 @@
 //! ```text
 //!  proxy ──TLS──► CertifyService: rate limit → Authenticator (TokenReview | TokenFile)
 //!                                 → csr::check → Authority::issue_workload ──► chain
-//!  Store (Secret | dir) ──► Material ──► Authority ──► BundleSink (ConfigMap | file)
+//!  Store (Secret | dir) ──► Material ──► Authority ──► BundleSink (ConfigMap | per-namespace
+//!                                                                  ConfigMaps | file)
 //! ```
 //!
 //! The proxy's side (key generation, renewal, the mTLS configs) is the
@@ -18,6 +20,7 @@
 //! certificate profile and the TLS provider.
 
 pub mod auth;
+pub mod bundles;
 pub mod ca;
 pub mod cli;
 pub mod csr;

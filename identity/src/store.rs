@@ -17,7 +17,7 @@ use std::pin::Pin;
 use crate::ca::{Material, NAMES};
 
 /// The ConfigMap key (and conventional file name) of the published bundle.
-pub const BUNDLE_KEY: &str = "ca-bundle.crt";
+pub const BUNDLE_KEY: &str = trellis_api::contract::TRUST_BUNDLE_KEY;
 /// The field manager of server-side apply, and the `managed-by` label.
 pub const FIELD_MANAGER: &str = "trellis-identity";
 

@@ -259,6 +259,10 @@ fn bad_flags_exit_64_with_one_line() {
             "--server-ip",
         ),
         (&["--state-dir", state, "--listen", "nowhere"], "nowhere"),
+        (
+            &["--state-dir", state, "--bundle-namespaces", "a=b"],
+            "--bundle-configmap",
+        ),
     ];
     for (args, needle) in cases {
         let out = binary().args(*args).output().unwrap();

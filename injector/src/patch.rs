@@ -4,21 +4,26 @@
 //! Pod ──► skip? (hostNetwork, opted out, already injected) ──► empty patch
 //!     └─► annotations ─► parse (ports, CIDRs, log level) ─► bad value: PatchError
 //!                     └─► initContainers = [trellis-init (CNI off)] + [trellis-proxy] + existing
-//!                         volumes += trellis-identity (token + trust bundle)
-//!                         annotations += trellis.io/injected, trellis.io/trust-bundle
+//!                         volumes += trellis-identity (token + trust bundle ConfigMap)
+//!                         annotations += trellis.io/injected
 //! ```
 //!
 //! The sidecar is a native sidecar: an init container with
 //! `restartPolicy: Always` and a startup probe on `/ready`, so the kubelet
 //! starts the app containers (and the pod's own init containers) only once
 //! the proxy is ready, and a Job's pod completes when its app does.
+//!
+//! The trust bundle comes from the `trellis-trust-bundle` ConfigMap that
+//! identity publishes in every meshed namespace, projected next to the
+//! token: the kubelet keeps the file current, so a trust-anchor rotation
+//! reaches running proxies, which follow the file.
 
 use crate::config::InjectConfig;
 use ipnet::IpNet;
 use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource,
+    Capabilities, ConfigMapProjection, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource,
     SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
     VolumeProjection,
 };
@@ -120,10 +125,7 @@ pub fn plan(pod: &Pod, cfg: &InjectConfig) -> Result<Plan, PatchError> {
         ops.push(add(&["spec", "volumes"], to_value(&vec![volume])));
     }
 
-    let ours = [
-        (key::INJECTED, "true".to_string()),
-        (key::TRUST_BUNDLE, cfg.trust_bundle.clone()),
-    ];
+    let ours = [(key::INJECTED, "true".to_string())];
     if pod.metadata.annotations.is_some() {
         for (k, v) in ours {
             ops.push(add(&["metadata", "annotations", k], Value::String(v)));
@@ -390,18 +392,14 @@ fn identity_volume() -> Volume {
                     ..Default::default()
                 },
                 VolumeProjection {
-                    downward_api: Some(DownwardAPIProjection {
-                        items: Some(vec![DownwardAPIVolumeFile {
+                    config_map: Some(ConfigMapProjection {
+                        name: contract::TRUST_BUNDLE_CONFIGMAP.into(),
+                        items: Some(vec![KeyToPath {
+                            key: contract::TRUST_BUNDLE_KEY.into(),
                             path: BUNDLE_FILE.into(),
-                            field_ref: Some(ObjectFieldSelector {
-                                field_path: format!(
-                                    "metadata.annotations['{}']",
-                                    key::TRUST_BUNDLE
-                                ),
-                                api_version: None,
-                            }),
-                            ..Default::default()
+                            mode: None,
                         }]),
+                        optional: Some(false),
                     }),
                     ..Default::default()
                 },

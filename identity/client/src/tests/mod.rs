@@ -1,6 +1,7 @@
 //! Tests of the client library with real certificates from an in-process
 //! [`TestCa`](crate::testing::TestCa) and real TLS on loopback.
 
+mod bundle;
 mod config;
 mod renew;
 mod tls;
