@@ -39,7 +39,12 @@ fn location(r: Result<Option<Response<Body>>, Refusal>) -> (u16, String) {
 
 /// A filter, the match that selected its rule, the request path, and the
 /// expected status and `Location`.
-type RedirectCase = (HttpFilter, Option<HttpMatch>, &'static str, (u16, &'static str));
+type RedirectCase = (
+    HttpFilter,
+    Option<HttpMatch>,
+    &'static str,
+    (u16, &'static str),
+);
 
 #[test]
 fn redirects_answer_with_the_exact_location() {
