@@ -155,11 +155,10 @@ impl Budget {
     }
 
     fn slot(&self) -> (u64, &Slot) {
-        let n = (Instant::now()
+        let elapsed = Instant::now()
             .saturating_duration_since(self.epoch)
-            .as_nanos()
-            / self.slot_len.as_nanos()) as u64
-            + 1;
+            .as_nanos() as u64;
+        let n = elapsed / self.slot_len.as_nanos() as u64 + 1;
         let slot = &self.slots[n as usize % SLOTS];
         let stamp = slot.stamp.load(Ordering::Relaxed);
         if stamp != n
