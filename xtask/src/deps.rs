@@ -88,6 +88,41 @@ pub fn check() -> Result<()> {
         );
     }
     eprintln!("xtask: dependency directions hold");
+    cargo_deny()
+}
+
+/// Runs cargo-deny on `deny.toml` when it is installed (CI installs it). The
+/// advisory database is fetched from GitHub, which CI cannot reach, so only
+/// bans, licences and sources are checked.
+fn cargo_deny() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let installed = Command::new(&cargo)
+        .args(["deny", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !installed {
+        eprintln!(
+            "xtask: cargo-deny is not installed; `cargo install cargo-deny --locked` to check deny.toml too"
+        );
+        return Ok(());
+    }
+    let status = Command::new(&cargo)
+        .args([
+            "deny",
+            "--log-level",
+            "error",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ])
+        .current_dir(crate::root())
+        .status()
+        .context("running cargo deny")?;
+    if !status.success() {
+        bail!("cargo deny check failed (see deny.toml)");
+    }
     Ok(())
 }
 
