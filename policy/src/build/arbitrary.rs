@@ -268,30 +268,40 @@ pub fn retry_budget() -> impl Strategy<Value = RetryBudget> {
     )
 }
 
+pub fn target() -> impl Strategy<Value = Target> {
+    socket_addr().prop_map(Target)
+}
+
+pub fn service_backend() -> impl Strategy<Value = ServiceBackend> {
+    (
+        resource_ref(),
+        any::<u16>(),
+        text(),
+        protocol(),
+        vec(endpoint(), 0..3),
+        option::of(retry_budget()),
+    )
+        .prop_map(
+            |(service, port, authority, protocol, endpoints, retry_budget)| ServiceBackend {
+                service,
+                port,
+                authority,
+                protocol,
+                endpoints,
+                retry_budget,
+            },
+        )
+}
+
 pub fn backend() -> impl Strategy<Value = Backend> {
     prop_oneof![
-        (
-            resource_ref(),
-            any::<u16>(),
-            text(),
-            protocol(),
-            vec(endpoint(), 0..3),
-            option::of(retry_budget()),
-        )
-            .prop_map(
-                |(service, port, authority, protocol, endpoints, retry_budget)| {
-                    Backend::Service(ServiceBackend {
-                        service,
-                        port,
-                        authority,
-                        protocol,
-                        endpoints,
-                        retry_budget,
-                    })
-                }
-            ),
+        service_backend().prop_map(Backend::Service),
         (text(), text()).prop_map(|(name, message)| Backend::Invalid { name, message }),
     ]
+}
+
+pub fn request_mirror() -> impl Strategy<Value = RequestMirror> {
+    (backend(), fraction()).prop_map(|(backend, fraction)| RequestMirror { backend, fraction })
 }
 
 pub fn http_filter() -> impl Strategy<Value = HttpFilter> {
@@ -300,9 +310,7 @@ pub fn http_filter() -> impl Strategy<Value = HttpFilter> {
         header_modifier().prop_map(HttpFilter::ResponseHeaderModifier),
         request_redirect().prop_map(HttpFilter::RequestRedirect),
         url_rewrite().prop_map(HttpFilter::UrlRewrite),
-        (backend(), fraction()).prop_map(|(backend, fraction)| HttpFilter::RequestMirror(
-            RequestMirror { backend, fraction }
-        )),
+        request_mirror().prop_map(HttpFilter::RequestMirror),
         cors().prop_map(HttpFilter::Cors),
         text().prop_map(|message| HttpFilter::Invalid { message }),
     ]
@@ -347,6 +355,16 @@ pub fn session_persistence() -> impl Strategy<Value = SessionPersistence> {
         )
 }
 
+pub fn http_retry() -> impl Strategy<Value = HttpRetry> {
+    (vec(100u16..600, 0..3), any::<u32>(), option::of(duration())).prop_map(
+        |(codes, attempts, backoff)| HttpRetry {
+            codes,
+            attempts,
+            backoff,
+        },
+    )
+}
+
 pub fn http_rule() -> impl Strategy<Value = HttpRule> {
     (
         option::of(text()),
@@ -354,15 +372,7 @@ pub fn http_rule() -> impl Strategy<Value = HttpRule> {
         vec(http_filter(), 0..3),
         vec(http_backend(), 0..3),
         timeouts(),
-        option::of(
-            (vec(100u16..600, 0..3), any::<u32>(), option::of(duration())).prop_map(
-                |(codes, attempts, backoff)| HttpRetry {
-                    codes,
-                    attempts,
-                    backoff,
-                },
-            ),
-        ),
+        option::of(http_retry()),
         option::of(session_persistence()),
     )
         .prop_map(
@@ -397,26 +407,29 @@ pub fn grpc_method_match() -> impl Strategy<Value = GrpcMethodMatch> {
     ]
 }
 
+pub fn grpc_match() -> impl Strategy<Value = GrpcMatch> {
+    (option::of(grpc_method_match()), vec(header_match(), 0..3))
+        .prop_map(|(method, headers)| GrpcMatch { method, headers })
+}
+
+pub fn grpc_retry() -> impl Strategy<Value = GrpcRetry> {
+    (vec(0u32..17, 0..3), any::<u32>(), option::of(duration())).prop_map(
+        |(codes, attempts, backoff)| GrpcRetry {
+            codes,
+            attempts,
+            backoff,
+        },
+    )
+}
+
 pub fn grpc_rule() -> impl Strategy<Value = GrpcRule> {
     (
         option::of(text()),
-        vec(
-            (option::of(grpc_method_match()), vec(header_match(), 0..3))
-                .prop_map(|(method, headers)| GrpcMatch { method, headers }),
-            0..3,
-        ),
+        vec(grpc_match(), 0..3),
         vec(http_filter(), 0..2),
         vec(http_backend(), 0..3),
         timeouts(),
-        option::of(
-            (vec(0u32..17, 0..3), any::<u32>(), option::of(duration())).prop_map(
-                |(codes, attempts, backoff)| GrpcRetry {
-                    codes,
-                    attempts,
-                    backoff,
-                },
-            ),
-        ),
+        option::of(grpc_retry()),
         option::of(session_persistence()),
     )
         .prop_map(
@@ -467,12 +480,7 @@ pub fn tls_route() -> impl Strategy<Value = TlsRoute> {
 
 pub fn outbound_policy() -> impl Strategy<Value = OutboundPolicy> {
     (
-        (
-            socket_addr(),
-            resource_ref(),
-            any::<u16>(),
-            option::of(name()),
-        ),
+        (target(), resource_ref(), any::<u16>(), option::of(name())),
         protocol(),
         vec(http_route(), 0..2),
         vec(grpc_route(), 0..2),
@@ -490,7 +498,7 @@ pub fn outbound_policy() -> impl Strategy<Value = OutboundPolicy> {
                 tls_routes,
                 backend,
             )| OutboundPolicy {
-                target: Target(target),
+                target,
                 service,
                 port,
                 port_name,
@@ -512,36 +520,52 @@ pub fn authz_source() -> impl Strategy<Value = AuthzSource> {
     ]
 }
 
+pub fn authz_rule() -> impl Strategy<Value = AuthzRule> {
+    (vec(authz_source(), 0..3), vec(any::<u16>(), 0..3))
+        .prop_map(|(sources, ports)| AuthzRule { sources, ports })
+}
+
+pub fn authorization_policy() -> impl Strategy<Value = AuthorizationPolicy> {
+    (resource_ref(), vec(authz_rule(), 0..3))
+        .prop_map(|(meta, rules)| AuthorizationPolicy { meta, rules })
+}
+
+pub fn authorization() -> impl Strategy<Value = Authorization> {
+    vec(authorization_policy(), 0..3).prop_map(|policies| Authorization { policies })
+}
+
 pub fn inbound_policy() -> impl Strategy<Value = InboundPolicy> {
-    let rule = (vec(authz_source(), 0..3), vec(any::<u16>(), 0..3))
-        .prop_map(|(sources, ports)| AuthzRule { sources, ports });
-    let policy = (resource_ref(), vec(rule, 0..3))
-        .prop_map(|(meta, rules)| AuthorizationPolicy { meta, rules });
     (
         resource_ref(),
         any::<u16>(),
         protocol(),
         prop::sample::select(vec![MtlsMode::Permissive, MtlsMode::Strict]),
-        vec(policy, 0..3),
+        authorization(),
     )
-        .prop_map(|(workload, port, protocol, mtls, policies)| InboundPolicy {
-            workload,
-            port,
-            protocol,
-            mtls,
-            authorization: Authorization { policies },
-        })
+        .prop_map(
+            |(workload, port, protocol, mtls, authorization)| InboundPolicy {
+                workload,
+                port,
+                protocol,
+                mtls,
+                authorization,
+            },
+        )
+}
+
+pub fn certificate_pem() -> impl Strategy<Value = CertificatePem> {
+    (text(), text()).prop_map(|(chain_pem, key_pem)| CertificatePem { chain_pem, key_pem })
+}
+
+pub fn listener_tls() -> impl Strategy<Value = ListenerTls> {
+    (
+        prop::sample::select(vec![TlsMode::Terminate, TlsMode::Passthrough]),
+        vec(certificate_pem(), 0..2),
+    )
+        .prop_map(|(mode, certificates)| ListenerTls { mode, certificates })
 }
 
 pub fn listener() -> impl Strategy<Value = Listener> {
-    let tls = (
-        prop::sample::select(vec![TlsMode::Terminate, TlsMode::Passthrough]),
-        vec(
-            (text(), text()).prop_map(|(chain_pem, key_pem)| CertificatePem { chain_pem, key_pem }),
-            0..2,
-        ),
-    )
-        .prop_map(|(mode, certificates)| ListenerTls { mode, certificates });
     (
         (
             name(),
@@ -553,7 +577,7 @@ pub fn listener() -> impl Strategy<Value = Listener> {
                 ListenerProtocol::Tcp,
             ]),
             option::of(host_match()),
-            option::of(tls),
+            option::of(listener_tls()),
         ),
         vec(http_route(), 0..2),
         vec(grpc_route(), 0..2),
