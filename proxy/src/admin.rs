@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/ready`, `/live`,
-//! `/config` (every cached policy and endpoint set, as JSON) and
-//! `POST /shutdown` (drain, accepted from loopback only).
+//! `/config` (every cached policy and endpoint set, as JSON; for a gateway
+//! its configuration and sockets) and `POST /shutdown` (drain, accepted
+//! from loopback only).
 
 use crate::{
     body::Body,
@@ -14,11 +15,30 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// What `/config` shows and what is refreshed before a scrape: the
+/// sidecar's [`Discovery`], or a gateway's configuration.
+pub trait Snapshot: Send + Sync + std::fmt::Debug {
+    /// The configuration in force, as JSON.
+    fn snapshot(&self) -> serde_json::Value;
+    /// Brings gauges computed from state up to date.
+    fn refresh_metrics(&self) {}
+}
+
+impl Snapshot for Discovery {
+    fn snapshot(&self) -> serde_json::Value {
+        Discovery::snapshot(self)
+    }
+
+    fn refresh_metrics(&self) {
+        Discovery::refresh_metrics(self);
+    }
+}
+
 #[derive(Debug)]
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<Ready>,
-    pub discovery: Arc<Discovery>,
+    pub config: Arc<dyn Snapshot>,
     /// Cancelled by `POST /shutdown`: the proxy drains and exits.
     pub shutdown: CancellationToken,
 }
@@ -51,7 +71,7 @@ impl Admin {
     fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
-                self.discovery.refresh_metrics();
+                self.config.refresh_metrics();
                 text(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -68,7 +88,7 @@ impl Admin {
             (&Method::GET, "/config") => text(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_string_pretty(&self.discovery.snapshot()).unwrap_or_default(),
+                serde_json::to_string_pretty(&self.config.snapshot()).unwrap_or_default(),
             ),
             (&Method::POST, "/shutdown") if client.ip().is_loopback() => {
                 tracing::info!("shutdown requested through the admin port");

@@ -142,7 +142,7 @@ impl IdentityArgs {
     }
 
     /// The identity configuration when an identity service is named.
-    fn config(&self, env: &dyn Env) -> Result<Option<IdentityConfig>, Error> {
+    pub fn config(&self, env: &dyn Env) -> Result<Option<IdentityConfig>, Error> {
         let get = |name: &str| self.flag(name).or_else(|| env.get(name));
         if get(env::IDENTITY_ADDR).is_none() {
             return Ok(None);

@@ -1,7 +1,8 @@
 //! `trellis-proxy` is the Trellis data plane: the sidecar that transparently
 //! captures a pod's traffic (this crate's [`Sidecar`]), the capture-rule
-//! installer for pods without the CNI plugin ([`init`]), and later the
-//! ingress gateway. It depends on `trellis-policy` for every routing
+//! installer for pods without the CNI plugin ([`init`]), and the ingress
+//! gateway ([`gateway::Gateway`]), whose listeners send requests through the
+//! same outbound stages. It depends on `trellis-policy` for every routing
 //! decision, on `trellis-api` for the discovery contract, and never on
 //! Kubernetes crates.
 //!
@@ -38,6 +39,7 @@ pub mod client;
 pub mod config;
 pub mod detect;
 pub mod discovery;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod inbound;
@@ -208,7 +210,7 @@ impl Sidecar {
         let admin = Arc::new(admin::Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
-            discovery: discovery.clone(),
+            config: discovery.clone(),
             shutdown: drain.token.clone(),
         });
         tokio::spawn(admin.serve(admin_l, admin_stop.clone()));
@@ -257,7 +259,7 @@ impl Sidecar {
 
 /// Keeps `/ready` false while the identity holds no certificate (before the
 /// first one, and after one expired unrenewed).
-fn follow_certificate(identity: &Identity, ready: Arc<Ready>) {
+pub(crate) fn follow_certificate(identity: &Identity, ready: Arc<Ready>) {
     let mut certs = identity.watch();
     ready.set_identity(certs.borrow().is_some());
     tokio::spawn(async move {

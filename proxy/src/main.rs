@@ -1,5 +1,5 @@
 //! `trellis-proxy`: the sidecar (`sidecar`), the capture-rule installer
-//! (`init`) and, later, the ingress gateway (`gateway`).
+//! (`init`) and the ingress gateway (`gateway`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -7,6 +7,7 @@ use trellis_api::contract::{EXIT_USAGE, env};
 use trellis_proxy::{
     Sidecar,
     config::{Config, ProcessEnv, SidecarArgs},
+    gateway::{Gateway, GatewayArgs, GatewayConfig},
     init::{self, InitArgs},
 };
 
@@ -23,12 +24,19 @@ enum Command {
     Sidecar(SidecarArgs),
     /// Install the capture rules in this network namespace (no CNI plugin).
     Init(InitArgs),
-    /// Run as an ingress gateway (not available yet).
-    Gateway,
+    /// Run as the proxy of one Gateway: its listeners and routes.
+    Gateway(GatewayArgs),
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout and succeed; bad flags are usage errors.
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(
@@ -48,10 +56,10 @@ fn main() {
             Err(e) if e.is_usage() => usage(&e),
             Err(e) => report(Err(e.into())),
         },
-        Command::Gateway => {
-            eprintln!("trellis-proxy: gateway mode is not available yet");
-            EXIT_USAGE
-        }
+        Command::Gateway(args) => match GatewayConfig::new(&args, &ProcessEnv) {
+            Ok(config) => report(gateway(&config)),
+            Err(e) => usage(&e),
+        },
     };
     std::process::exit(code);
 }
@@ -98,6 +106,28 @@ fn sidecar(config: &Config) -> anyhow::Result<()> {
             () = sidecar.shutdown_requested() => {}
         }
         sidecar.drain().await;
+        Ok(())
+    })
+}
+
+fn gateway(config: &GatewayConfig) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers())
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let gateway = Gateway::start(config)
+            .await
+            .context("starting the gateway")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
+            () = gateway.shutdown_requested() => {}
+        }
+        gateway.drain().await;
         Ok(())
     })
 }

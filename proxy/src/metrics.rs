@@ -39,6 +39,8 @@ pub mod fixed {
 pub enum Direction {
     Inbound,
     Outbound,
+    /// North-south traffic through a gateway listener.
+    Gateway,
 }
 
 impl EncodeLabelValue for Direction {
@@ -46,6 +48,7 @@ impl EncodeLabelValue for Direction {
         e.write_str(match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
+            Direction::Gateway => "gateway",
         })
     }
 }

@@ -51,6 +51,11 @@ impl Controller {
         Ok(Self { endpoint, channel })
     }
 
+    /// The shared channel, for the gateway's configuration watch.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// Connects once in the background and marks the proxy ready when the
     /// controller answers.
     pub(super) fn spawn_readiness(&self, ready: Arc<Ready>, metrics: Arc<Metrics>) {

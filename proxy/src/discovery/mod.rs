@@ -99,7 +99,7 @@ pub struct Watch<T> {
 }
 
 impl<T> Watch<T> {
-    fn new(initial: T) -> Self {
+    pub(crate) fn new(initial: T) -> Self {
         Self {
             current: ArcSwap::from_pointee(initial),
             state: AtomicU8::new(State::Pending as u8),
@@ -121,7 +121,7 @@ impl<T> Watch<T> {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    fn publish(&self, value: Arc<T>) {
+    pub(crate) fn publish(&self, value: Arc<T>) {
         self.current.store(value);
         self.state.store(State::Known as u8, Ordering::Release);
         self.changed.notify_waiters();
@@ -377,18 +377,18 @@ fn apply_outbound(
 }
 
 /// Exponential backoff with jitter, 100 ms doubling to 10 s.
-#[derive(Debug)]
-struct Backoff(u32);
+#[derive(Debug, Default)]
+pub(crate) struct Backoff(u32);
 
 impl Backoff {
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let base = 100u64 << self.0.min(7);
         self.0 += 1;
         let ms = base.min(10_000);
         Duration::from_millis(ms / 2 + fastrand::u64(..=ms / 2))
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.0 = 0;
     }
 }

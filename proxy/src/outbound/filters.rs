@@ -33,10 +33,12 @@ pub struct Plan<'a> {
     pub mirrors: Vec<&'a RequestMirror>,
 }
 
-/// Where the request is going, for redirects: the scheme is always `http` in
-/// the mesh, the port the Service port the client called.
+/// Where the request is going, for redirects: in the mesh the scheme is
+/// `http` and the port the Service port the client called; at a gateway the
+/// listener's scheme and port.
 #[derive(Clone, Copy, Debug)]
 pub struct Origin<'a> {
+    pub scheme: &'static str,
     pub port: u16,
     /// The Service name, for a request that names no host.
     pub service: &'a str,
@@ -86,8 +88,9 @@ pub fn request<'a, B>(
                 .map_err(invalid)?,
             HttpFilter::RequestRedirect(r) => {
                 let host = find::host_of(req).unwrap_or(origin.service);
-                let redirect = filter::redirect(r, matched, "http", host, req.uri(), origin.port)
-                    .map_err(invalid)?;
+                let redirect =
+                    filter::redirect(r, matched, origin.scheme, host, req.uri(), origin.port)
+                        .map_err(invalid)?;
                 let mut rsp = Response::new(Body::empty());
                 *rsp.status_mut() = redirect.status;
                 rsp.headers_mut()

@@ -10,6 +10,11 @@
 //!          ──► response filters (the backend's, then the rule's), CORS, metrics
 //! ```
 //!
+//! A Gateway listener's requests take the same stages with the listener's
+//! routes ([`Frontend::Listener`]): no route is 404, redirects keep the
+//! listener's scheme and port, and each request reaches its backend in the
+//! HTTP version the backend speaks.
+//!
 //! The target's resolved policy is loaded once per request (an atomic load,
 //! no lock) and held until the response head is back, so a policy swap
 //! never disturbs a request in flight, and a weight change applies from
@@ -20,14 +25,14 @@
 use super::{
     exchange::Exchange,
     filters::{self, Origin, Plan},
-    resolved::{BackendState, Resolved},
+    resolved::{BackendState, Frontend, Resolved},
 };
 use crate::{
     body::Body,
     discovery::OutboundWatch,
     grpc,
     http::{error_response, forward_upgrade, is_upgrade, upstream_error},
-    metrics::{self, Direction, Metrics, Name, RouteLabels},
+    metrics::{self, Metrics, Name, RouteLabels},
     mirror::{self, Mirror},
     retry::{self, Policy},
     upstream::Upstream,
@@ -53,7 +58,8 @@ impl Refusal {
         }
     }
 
-    fn into_response(self, grpc: bool) -> Response<Body> {
+    /// The answer: an HTTP status, or a gRPC status for a gRPC client.
+    pub fn into_response(self, grpc: bool) -> Response<Body> {
         if grpc {
             grpc::status_response(grpc::code_for(self.status), &self.why)
         } else {
@@ -82,8 +88,8 @@ type RuleBackends<'a> = (&'a [HttpBackend], &'a [Option<Arc<BackendState>>]);
 pub struct OutboundHttp {
     pub watch: Arc<OutboundWatch>,
     /// The original destination, for a target that turns out not to be a
-    /// Service.
-    pub orig: Arc<Upstream>,
+    /// Service (none for a Gateway listener, which always has a policy).
+    pub orig: Option<Arc<Upstream>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -93,7 +99,7 @@ impl OutboundHttp {
         let resolved = self.watch.load_full();
         let grpc = grpc::is_grpc(&req);
         let mut labels = RouteLabels {
-            direction: Direction::Outbound,
+            direction: resolved.frontend.direction(),
             service: resolved.service.clone(),
             route: metrics::fixed::none(),
             backend: metrics::fixed::empty(),
@@ -120,12 +126,16 @@ impl OutboundHttp {
         grpc: bool,
     ) -> Result<Response<Body>, Refusal> {
         let Some(policy) = &resolved.policy else {
+            let Some(orig) = &self.orig else {
+                return Err(no_route());
+            };
             labels.backend = metrics::fixed::original_destination();
-            return Ok(send_once(&self.orig, req).await);
+            return Ok(send_once(orig, req).await);
         };
         let routed = route(resolved, &req, grpc)?;
         labels.route = routed.label.clone();
         let origin = Origin {
+            scheme: resolved.frontend.scheme(),
             port: policy.port,
             service: &policy.service.name,
         };
@@ -142,6 +152,9 @@ impl OutboundHttp {
             filters::request(backend_filters, routed.matched, &mut req, origin, &mut plan)?
         {
             return Ok(answer);
+        }
+        if let Frontend::Listener { .. } = resolved.frontend {
+            crate::gateway::backend_version(&mut req, backend.map(|b| &b.backend), grpc);
         }
         let mut rsp = if is_upgrade(&req) {
             let endpoint = state.balancer.pick().ok_or_else(|| no_endpoints(state))?;
@@ -244,7 +257,7 @@ fn route<'a>(
             None => Err(no_route()),
         };
     }
-    if !resolved.grpc.is_empty() {
+    if !resolved.grpc.is_empty() || resolved.frontend != Frontend::Service {
         return Err(no_route());
     }
     Ok(Routed {

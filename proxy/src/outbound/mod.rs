@@ -14,8 +14,8 @@ mod http;
 mod resolved;
 
 pub use self::{
-    http::OutboundHttp,
-    resolved::{BackendState, Resolved},
+    http::{OutboundHttp, Refusal},
+    resolved::{BackendState, Frontend, Resolved},
 };
 
 use crate::{
@@ -122,7 +122,7 @@ impl Outbound {
             Detected::Http1 | Detected::Http2 => {
                 let svc = Arc::new(OutboundHttp {
                     watch,
-                    orig: self.upstreams.direct(orig.0),
+                    orig: Some(self.upstreams.direct(orig.0)),
                     metrics: self.metrics.clone(),
                 });
                 let io = transport::Rewind::new(prefix, tcp);

@@ -4,7 +4,13 @@
 //! backend's retry budget (kept while its configuration is unchanged), and
 //! metric labels rendered once.
 
-use crate::{balance::Balancer, metrics::Name, mirror, retry::Budget, upstream::Upstreams};
+use crate::{
+    balance::Balancer,
+    metrics::{Direction, Name},
+    mirror,
+    retry::Budget,
+    upstream::Upstreams,
+};
 use std::{collections::HashMap, sync::Arc};
 use tokio::sync::Semaphore;
 use trellis_policy::{
@@ -30,10 +36,43 @@ pub struct RuleState {
     pub backends: Vec<Option<Arc<BackendState>>>,
 }
 
+/// Whom a policy's requests were sent to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frontend {
+    /// A Service port in the mesh: traffic no route governs goes to the
+    /// Service itself, redirects keep `http` (the mesh leg is plaintext to
+    /// the application).
+    #[default]
+    Service,
+    /// A Gateway listener: a request no route governs is answered 404,
+    /// redirects keep the listener's scheme, and requests reach each backend
+    /// in the HTTP version its port speaks.
+    Listener { https: bool },
+}
+
+impl Frontend {
+    /// The metrics direction of its requests.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Frontend::Service => Direction::Outbound,
+            Frontend::Listener { .. } => Direction::Gateway,
+        }
+    }
+
+    /// The scheme the client used, which redirects keep.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Frontend::Listener { https: true } => "https",
+            Frontend::Service | Frontend::Listener { https: false } => "http",
+        }
+    }
+}
+
 /// The resolved policy of one target.
 #[derive(Debug)]
 pub struct Resolved {
     pub target: Target,
+    pub frontend: Frontend,
     /// `None`: not a Service (or nothing known); forward to the original
     /// destination.
     pub policy: Option<Arc<OutboundPolicy>>,
@@ -53,6 +92,7 @@ impl Resolved {
     pub fn no_policy(target: Target) -> Self {
         Self {
             target,
+            frontend: Frontend::Service,
             policy: None,
             service: Name::from(""),
             http: HttpRouteTable::new(Vec::new()),
@@ -148,6 +188,7 @@ impl Resolved {
         }
         Self {
             target,
+            frontend: Frontend::Service,
             service: Name::from(format!("{}:{}", p.service, p.port)),
             http: HttpRouteTable::new(p.http_routes.clone()),
             grpc: GrpcRouteTable::new(p.grpc_routes.clone()),

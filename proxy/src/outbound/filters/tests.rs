@@ -5,6 +5,7 @@ use trellis_policy::build::{
 };
 
 const ORIGIN: Origin<'static> = Origin {
+    scheme: "http",
     port: 80,
     service: "echo",
 };
