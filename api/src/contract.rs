@@ -70,10 +70,6 @@ pub mod key {
     pub const OPAQUE_PORTS: &str = "trellis.io/opaque-ports";
     /// Pod annotation: the proxy's log level (a tracing filter).
     pub const PROXY_LOG_LEVEL: &str = "trellis.io/proxy-log-level";
-    /// Pod annotation carrying the trust anchors (PEM) for a downward-API
-    /// volume (gateway proxies the controller deploys). Injected sidecars
-    /// mount [`super::TRUST_BUNDLE_CONFIGMAP`] instead, which follows rotations.
-    pub const TRUST_BUNDLE: &str = "trellis.io/trust-bundle";
     /// Route annotations for gRPC rules (GRPCRoute has no timeouts/retry fields).
     pub const GRPC_TIMEOUT_REQUEST: &str = "timeout.trellis.io/request";
     pub const GRPC_TIMEOUT_BACKEND_REQUEST: &str = "timeout.trellis.io/backend-request";

@@ -4,8 +4,9 @@
 //!
 //! The proxy's pod mirrors the injector's sidecar (same environment names,
 //! same `trellis-identity` projected volume carrying the token and the trust
-//! bundle, same security context) so a gateway proxy joins the mesh like any
-//! meshed pod. Listener ports below 1024 are served as uid 2102 through the
+//! bundle from the `trellis-trust-bundle` ConfigMap of its namespace, same
+//! security context) so a gateway proxy joins the mesh like any meshed pod
+//! and follows trust-anchor rotations and token refreshes like one. Listener ports below 1024 are served as uid 2102 through the
 //! namespaced sysctl `net.ipv4.ip_unprivileged_port_start`.
 
 use serde::Deserialize;
@@ -25,7 +26,7 @@ const IDENTITY_DIR: &str = "/var/run/trellis";
 
 /// What every gateway proxy needs: read from the injector's configuration
 /// (`injector.yaml` of the `trellis-injector` ConfigMap, the same values the
-/// sidecars get) and identity's trust bundle.
+/// sidecars get).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
@@ -45,9 +46,6 @@ pub struct Settings {
     pub log_format: Option<String>,
     #[serde(default)]
     pub proxy_resources: Value,
-    /// PEM of the trust anchors (not in `injector.yaml`; set by the caller).
-    #[serde(default)]
-    pub trust_bundle: String,
 }
 
 fn default_pull_policy() -> String {
@@ -198,7 +196,6 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
     });
 
     let mut pod_annotations = annotations.clone();
-    pod_annotations.insert(key::TRUST_BUNDLE.into(), json!(s.trust_bundle));
     // A gateway pod is never given a sidecar: it is the proxy.
     pod_annotations.insert(key::INJECT.into(), json!(contract::INJECT_DISABLED));
     let field =
@@ -267,8 +264,8 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
         "name": IDENTITY_VOLUME,
         "projected": {"defaultMode": 0o444, "sources": [
             {"serviceAccountToken": {"audience": contract::IDENTITY_TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "identity-token"}},
-            {"downwardAPI": {"items": [{"path": "trust-bundle.pem",
-                "fieldRef": {"fieldPath": format!("metadata.annotations['{}']", key::TRUST_BUNDLE)}}]}},
+            {"configMap": {"name": contract::TRUST_BUNDLE_CONFIGMAP, "optional": false,
+                "items": [{"key": contract::TRUST_BUNDLE_KEY, "path": "trust-bundle.pem"}]}},
         ]},
     });
     let deployment = json!({

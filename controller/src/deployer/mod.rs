@@ -8,14 +8,16 @@
 //!
 //! ```text
 //! every few seconds, while this replica holds the lease:
-//!   ConfigMaps trellis-injector + trellis-trust-bundle ─► Settings
+//!   ConfigMap trellis-injector ─► Settings
 //!   GatewayClasses (ours) ─► Gateways ─► desired::desired ─► server-side apply
 //!   Deployment ready? ─► Index::set_programmed      Service ─► Gateway status.addresses
 //!   generated objects whose Gateway is gone or no longer ours ─► deleted
 //! ```
 //!
 //! The settings are the injector's own (`injector.yaml`), so gateway proxies
-//! get the same image, control-plane addresses and trust bundle as sidecars.
+//! get the same image and control-plane addresses as sidecars; like them,
+//! they mount the trust bundle from the `trellis-trust-bundle` ConfigMap
+//! identity keeps in their namespace.
 
 pub mod desired;
 
@@ -94,13 +96,11 @@ pub async fn settings(client: &Client, namespace: &str) -> Result<Settings, Depl
         }
     };
     let text = get("trellis-injector", "injector.yaml").await?;
-    let mut s: Settings = serde_saphyr::from_str(&text).map_err(|e| {
+    serde_saphyr::from_str(&text).map_err(|e| {
         DeployError::NotConfigured(format!(
             "injector.yaml of {namespace}/trellis-injector: {e}"
         ))
-    })?;
-    s.trust_bundle = get("trellis-trust-bundle", "ca-bundle.crt").await?;
-    Ok(s)
+    })
 }
 
 /// One pass over every Gateway.

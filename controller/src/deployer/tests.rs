@@ -14,7 +14,7 @@ fn golden_dir() -> PathBuf {
 }
 
 fn settings() -> Settings {
-    let mut s: Settings = serde_saphyr::from_str(
+    serde_saphyr::from_str(
         "proxyImage: ghcr.io/trellis-mesh/trellis-proxy:0.1.0\n\
          controllerAddr: trellis-controller.trellis.svc.cluster.local:8090\n\
          identityAddr: trellis-identity.trellis.svc.cluster.local:8083\n\
@@ -22,9 +22,7 @@ fn settings() -> Settings {
          proxyResources: {requests: {cpu: 10m, memory: 20Mi}, limits: {memory: 250Mi}}\n\
          cniEnabled: true\n",
     )
-    .unwrap();
-    s.trust_bundle = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into();
-    s
+    .unwrap()
 }
 
 fn gateway(case: &str) -> Value {
@@ -93,6 +91,21 @@ fn desired_objects_carry_the_gateway() {
         json!(["gateway", "--gateway=edge/web"])
     );
     assert_eq!(pod["securityContext"]["sysctls"][0]["value"], "80");
+    // Token and trust bundle as injected sidecars get them: both follow
+    // refreshes and rotations while the pod runs.
+    use trellis_api::contract::{
+        IDENTITY_TOKEN_AUDIENCE, TRUST_BUNDLE_CONFIGMAP, TRUST_BUNDLE_KEY,
+    };
+    let sources = &pod["volumes"][0]["projected"]["sources"];
+    assert_eq!(
+        sources[0]["serviceAccountToken"]["audience"],
+        IDENTITY_TOKEN_AUDIENCE
+    );
+    assert_eq!(
+        sources[1]["configMap"],
+        json!({"name": TRUST_BUNDLE_CONFIGMAP, "optional": false,
+            "items": [{"key": TRUST_BUNDLE_KEY, "path": "trust-bundle.pem"}]})
+    );
     assert_eq!(
         pod["securityContext"]["runAsUser"],
         trellis_api::contract::PROXY_UID
@@ -144,8 +157,6 @@ fn cluster() -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trellis-injector", "namespace": "trellis"},
             "data": {"injector.yaml": injector_yaml}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trellis-trust-bundle", "namespace": "trellis"},
-            "data": {"ca-bundle.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}}),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "trellis"},
             "spec": {"controllerName": "trellis.io/controller"}}),
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "other"},
@@ -188,11 +199,15 @@ async fn deploys_marks_programmed_sets_addresses_and_cleans_up() {
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
         "ghcr.io/trellis-mesh/trellis-proxy:0.1.0"
     );
-    let bundle =
-        &deployment["spec"]["template"]["metadata"]["annotations"]["trellis.io/trust-bundle"];
+    let pod = &deployment["spec"]["template"];
     assert!(
-        bundle.as_str().unwrap().contains("BEGIN CERTIFICATE"),
-        "the trust bundle reaches the pod"
+        !pod["metadata"].to_string().contains("BEGIN CERTIFICATE"),
+        "no copy of the bundle, which would miss rotations"
+    );
+    assert_eq!(
+        pod["spec"]["volumes"][0]["projected"]["sources"][1]["configMap"]["name"],
+        trellis_api::contract::TRUST_BUNDLE_CONFIGMAP,
+        "the trust bundle comes from the namespace's ConfigMap"
     );
     assert!(
         api.object("v1", "Service", Some("edge"), "web-trellis")
