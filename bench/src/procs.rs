@@ -1,13 +1,43 @@
-//! Processes under measurement: started pinned to a core with `taskset`,
-//! their CPU time and resident memory read from `/proc`.
+//! Processes under measurement: started pinned to a core with `taskset`
+//! (optionally under a wrapper such as valgrind), their CPU time and
+//! resident memory read from `/proc`.
 
 use anyhow::{Context, Result, bail};
 use std::{
+    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     process::{Child, Command, Stdio},
     sync::OnceLock,
     time::Duration,
 };
+
+/// How to start one process.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Pinned to this core (all cores when `None`).
+    pub core: Option<usize>,
+    pub env: Vec<(String, String)>,
+    /// A command the program runs under (`valgrind --tool=callgrind`).
+    pub wrapper: Vec<String>,
+}
+
+impl Launch {
+    pub fn new(program: &str, args: Vec<String>, core: Option<usize>) -> Self {
+        Self {
+            program: program.to_string(),
+            args,
+            core,
+            ..Self::default()
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+}
 
 /// A child process, killed when dropped.
 #[derive(Debug)]
@@ -17,29 +47,30 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `program args` pinned to `core` (all cores when `None`).
-    pub fn spawn(name: &str, core: Option<usize>, program: &str, args: &[String]) -> Result<Proc> {
-        let mut cmd = match core {
-            Some(c) => {
-                let mut cmd = Command::new("taskset");
-                cmd.args(["-c", &c.to_string(), program]);
-                cmd
-            }
-            None => Command::new(program),
-        };
-        let child = cmd
-            .args(args)
-            .env("TRELLIS_LOG", "warn")
+    pub fn spawn(name: &str, launch: &Launch) -> Result<Proc> {
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(c) = launch.core {
+            argv.extend(["taskset".into(), "-c".into(), c.to_string()]);
+        }
+        argv.extend(launch.wrapper.iter().cloned());
+        argv.push(launch.program.clone());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .args(&launch.args)
+            .env(trellis_api::contract::env::LOG, "warn")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        let child = cmd
             .spawn()
-            .with_context(|| format!("starting {name} ({program})"))?;
+            .with_context(|| format!("starting {name} ({})", launch.program))?;
         Ok(Proc {
             name: name.to_string(),
             child,
         })
     }
 
+    /// The process id (with `taskset`, which execs, the program's own).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -93,20 +124,45 @@ fn clock_ticks() -> f64 {
 }
 
 /// Waits until something accepts connections on `addr`.
-pub fn wait_for(addr: SocketAddr, what: &str) -> Result<()> {
-    for _ in 0..200 {
+pub fn wait_for(addr: SocketAddr, what: &str, within: Duration) -> Result<()> {
+    let deadline = std::time::SystemTime::now() + within;
+    while std::time::SystemTime::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{what} did not listen on {addr} within 10 s")
+    bail!("{what} did not listen on {addr} within {within:?}")
 }
 
-/// The CPU seconds several processes used while `f` ran, and `f`'s result.
-pub fn measure_cpu<T>(procs: &[&Proc], f: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
-    let before: f64 = procs.iter().map(|p| p.cpu_seconds()).sum::<Result<f64>>()?;
-    let out = f()?;
-    let after: f64 = procs.iter().map(|p| p.cpu_seconds()).sum::<Result<f64>>()?;
-    Ok((after - before, out))
+/// The status code of `GET path` on `addr` (HTTP/1.1, connection closed).
+pub fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    std::str::from_utf8(&head[9..12])?
+        .parse()
+        .with_context(|| format!("no status line from {addr}{path}"))
+}
+
+/// Waits until `GET /ready` on an admin address answers 200.
+pub fn wait_ready(admin: SocketAddr, what: &str, within: Duration) -> Result<()> {
+    let deadline = std::time::SystemTime::now() + within;
+    while std::time::SystemTime::now() < deadline {
+        if http_status(admin, "/ready").ok() == Some(200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{what} was not ready (GET {admin}/ready) within {within:?}")
+}
+
+/// CPU seconds of several processes, summed.
+pub fn cpu_of(procs: &[&Proc]) -> Result<f64> {
+    procs.iter().map(|p| p.cpu_seconds()).sum()
 }

@@ -1,6 +1,8 @@
 //! What the benchmark needs and is not a crate of this workspace: `oha`
-//! (installed with `cargo install` when missing), nginx (from Debian, as
-//! root), and a release build of `trellis-proxy`.
+//! (installed with `cargo install` when missing), nginx and wrk (from
+//! Debian, as root), valgrind for `profile`, a release build of
+//! `trellis-proxy` and a build of `trellis-identity` (which only issues the
+//! certificates, so its debug build, shared with the tests, will do).
 
 use anyhow::{Context, Result, bail};
 use std::{
@@ -12,7 +14,9 @@ use std::{
 pub struct Tools {
     pub oha: PathBuf,
     pub nginx: PathBuf,
+    pub wrk: PathBuf,
     pub proxy: PathBuf,
+    pub identity: PathBuf,
 }
 
 /// The workspace root (this crate lives one level below it).
@@ -63,19 +67,12 @@ pub fn tools(nginx: bool) -> Result<Tools> {
             which("oha", &cargo_bin).context("oha not found after cargo install")?
         }
     };
-    let sbin = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
-    let nginx_path = match which("nginx", &sbin) {
-        Some(p) => p,
-        None if !nginx => PathBuf::new(),
-        None if is_root() && Path::new("/usr/bin/apt-get").exists() => {
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends", "nginx"])
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
-            which("nginx", &sbin).context("nginx not found after apt-get install")?
-        }
-        None => bail!("nginx is missing: run as root on Debian to install it, or pass --no-nginx"),
+    let nginx_path = if nginx {
+        debian("nginx", "nginx")?
+    } else {
+        PathBuf::new()
     };
+    let wrk = debian("wrk", "wrk")?;
     if which("taskset", &[]).is_none() {
         bail!("taskset is missing (Debian package util-linux)");
     }
@@ -96,9 +93,40 @@ pub fn tools(nginx: bool) -> Result<Tools> {
     if !proxy.is_file() {
         bail!("{} was not built", proxy.display());
     }
+    run(Command::new(cargo())
+        .args([
+            "build",
+            "-p",
+            "trellis-identity",
+            "--bin",
+            "trellis-identity",
+        ])
+        .current_dir(root()))?;
+    let identity = target.join("debug").join("trellis-identity");
+    if !identity.is_file() {
+        bail!("{} was not built", identity.display());
+    }
     Ok(Tools {
         oha,
         nginx: nginx_path,
+        wrk,
         proxy,
+        identity,
     })
+}
+
+/// A program from a Debian package, installed when missing (as root).
+pub fn debian(program: &str, package: &str) -> Result<PathBuf> {
+    let sbin = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    if let Some(p) = which(program, &sbin) {
+        return Ok(p);
+    }
+    if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
+        bail!("{program} is missing: run as root on Debian to install it (package {package})");
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    which(program, &sbin).with_context(|| format!("{program} not found after apt-get install"))
 }
