@@ -35,6 +35,11 @@ pub mod header {
     pub const DST_PORT: &str = "x-trellis-dst-port";
     /// What the application spoke: `h1` or `h2`.
     pub const ORIG_PROTO: &str = "x-trellis-orig-proto";
+
+    /// The names parsed once: maps look a `HeaderName` up without parsing
+    /// and lower-casing a string at every request.
+    pub static DST_PORT_NAME: http::HeaderName = http::HeaderName::from_static(DST_PORT);
+    pub static ORIG_PROTO_NAME: http::HeaderName = http::HeaderName::from_static(ORIG_PROTO);
 }
 
 const MAGIC: &[u8; 4] = b"TRLS";

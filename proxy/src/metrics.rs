@@ -1,14 +1,21 @@
 //! Prometheus metrics of the proxy, served as text on the admin port.
 //!
 //! Label values are `Arc<str>` prepared when a policy is resolved, so
-//! recording a request clones pointers and allocates nothing.
+//! recording a request clones pointers and allocates nothing; the hot paths
+//! go further and hold a [`RouteMetrics`] per label set (per route rule and
+//! backend, per inbound port), so a request's series are found without
+//! hashing label strings or taking the families' locks.
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use std::{fmt::Write, sync::Arc, time::Duration};
+use std::{
+    fmt::Write,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 /// A label value shared by every request that carries it.
 pub type Name = Arc<str>;
@@ -302,6 +309,13 @@ impl Metrics {
     }
 
     pub fn request(&self, labels: &RouteLabels, status: u16, elapsed: Duration) {
+        self.requests_of(labels, status).inc();
+        self.latency
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn requests_of(&self, labels: &RouteLabels, status: u16) -> Counter {
         let RouteLabels {
             direction,
             service,
@@ -316,10 +330,7 @@ impl Metrics {
                 backend: backend.clone(),
                 status,
             })
-            .inc();
-        self.latency
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
+            .clone()
     }
 
     /// Classifies a response of a routed request.
@@ -415,6 +426,67 @@ impl Metrics {
     }
 }
 
+/// Statuses whose request counters a [`RouteMetrics`] keeps at hand; the
+/// others are found in the family at each request.
+const COMMON_STATUSES: [u16; 8] = [200, 201, 204, 304, 404, 500, 502, 503];
+
+/// The series of one label set, resolved once (on first use) and kept
+/// where the hot path finds it: recording a request then hashes no label
+/// strings and takes no family lock.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    metrics: Arc<Metrics>,
+    labels: RouteLabels,
+    latency: Histogram,
+    success: OnceLock<Counter>,
+    failure: OnceLock<Counter>,
+    statuses: [OnceLock<Counter>; COMMON_STATUSES.len()],
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Arc<Metrics>, labels: RouteLabels) -> Self {
+        Self {
+            latency: metrics.latency.get_or_create(&labels).clone(),
+            metrics: metrics.clone(),
+            labels,
+            success: OnceLock::new(),
+            failure: OnceLock::new(),
+            statuses: Default::default(),
+        }
+    }
+
+    pub fn labels(&self) -> &RouteLabels {
+        &self.labels
+    }
+
+    /// As [`Metrics::request`].
+    pub fn request(&self, status: u16, elapsed: Duration) {
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.statuses[i]
+                .get_or_init(|| self.metrics.requests_of(&self.labels, status))
+                .inc(),
+            None => self.metrics.requests_of(&self.labels, status).inc(),
+        };
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// As [`Metrics::outcome`].
+    pub fn outcome(&self, success: bool) {
+        let (slot, kind) = if success {
+            (&self.success, "success")
+        } else {
+            (&self.failure, "failure")
+        };
+        slot.get_or_init(|| {
+            self.metrics
+                .outcomes
+                .get_or_create(&RouteKindLabels::new(&self.labels, kind))
+                .clone()
+        })
+        .inc();
+    }
+}
+
 /// An open TCP connection, counted until dropped.
 #[derive(Debug)]
 pub struct TcpGuard {
@@ -463,5 +535,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("trellis_request_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn resolved_series_are_the_families_series() {
+        let m = Arc::new(Metrics::new());
+        let labels = RouteLabels {
+            direction: Direction::Inbound,
+            service: "8080".into(),
+            route: "".into(),
+            backend: "8080".into(),
+        };
+        let series = RouteMetrics::new(&m, labels.clone());
+        series.request(200, Duration::from_millis(1));
+        series.request(200, Duration::from_millis(1));
+        series.request(418, Duration::from_millis(1));
+        m.request(&labels, 200, Duration::from_millis(1));
+        series.outcome(true);
+        series.outcome(false);
+        m.outcome(&labels, false);
+        let text = m.encode();
+        let base = r#"direction="inbound",service="8080",route="",backend="8080""#;
+        for want in [
+            format!(r#"trellis_requests_total{{{base},status="200"}} 3"#),
+            format!(r#"trellis_requests_total{{{base},status="418"}} 1"#),
+            format!(r#"trellis_request_duration_seconds_count{{{base}}} 4"#),
+            format!(r#"trellis_responses_total{{{base},kind="success"}} 1"#),
+            format!(r#"trellis_responses_total{{{base},kind="failure"}} 2"#),
+        ] {
+            assert!(text.contains(&want), "{want} in {text}");
+        }
     }
 }

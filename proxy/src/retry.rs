@@ -98,8 +98,10 @@ impl Policy<'_> {
 
 /// The `grpc-status` of a trailers-only answer (in the response head).
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    // Parsed once: this runs on every response (failure accrual).
+    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }

@@ -33,8 +33,16 @@ pub struct Upstream {
 
 #[derive(Debug)]
 enum Route {
-    Direct { h1: Arc<H1Pool>, h2: Arc<H2Conn> },
-    Mesh { peer: Arc<H2Conn>, dial: Dial },
+    Direct {
+        h1: Arc<H1Pool>,
+        h2: Arc<H2Conn>,
+    },
+    Mesh {
+        peer: Arc<H2Conn>,
+        dial: Dial,
+        /// The endpoint's port as the mesh header carries it, rendered once.
+        dst_port: HeaderValue,
+    },
 }
 
 impl Upstream {
@@ -57,8 +65,8 @@ impl Upstream {
                     h1.send(req).await
                 }
             }
-            Route::Mesh { peer, .. } => {
-                to_mesh(&mut req, self.addr.port());
+            Route::Mesh { peer, dst_port, .. } => {
+                to_mesh(&mut req, dst_port.clone());
                 Ok(peer.send(req).await?.map(Body::Incoming))
             }
         }
@@ -89,15 +97,18 @@ impl Upstream {
 /// Prepares a request for the multiplexed mesh connection: note the
 /// application port and protocol, and give it the absolute URI HTTP/2 needs
 /// (from `Host` for HTTP/1 requests).
-fn to_mesh<B>(req: &mut Request<B>, port: u16) {
+fn to_mesh<B>(req: &mut Request<B>, port: HeaderValue) {
     let proto = if req.version() == Version::HTTP_2 {
         "h2"
     } else {
         "h1"
     };
     let h = req.headers_mut();
-    h.insert(mesh::header::DST_PORT, HeaderValue::from(port));
-    h.insert(mesh::header::ORIG_PROTO, HeaderValue::from_static(proto));
+    h.insert(&mesh::header::DST_PORT_NAME, port);
+    h.insert(
+        &mesh::header::ORIG_PROTO_NAME,
+        HeaderValue::from_static(proto),
+    );
     if req.uri().authority().is_none() {
         let authority = req
             .headers()
@@ -121,12 +132,12 @@ fn to_mesh<B>(req: &mut Request<B>, port: u16) {
 pub fn from_mesh<B>(req: &mut Request<B>) -> Option<u16> {
     let h = req.headers_mut();
     let port = h
-        .remove(mesh::header::DST_PORT)?
+        .remove(&mesh::header::DST_PORT_NAME)?
         .to_str()
         .ok()?
         .parse()
         .ok()?;
-    let h1 = h.remove(mesh::header::ORIG_PROTO)? == "h1";
+    let h1 = h.remove(&mesh::header::ORIG_PROTO_NAME)? == "h1";
     if h1 {
         *req.version_mut() = Version::HTTP_11;
         let pq = req
@@ -200,7 +211,11 @@ impl Upstreams {
             identity: Some(identity),
             load: Arc::new(Load::new()),
             accrual: Accrual::new(),
-            route: Route::Mesh { peer, dial },
+            route: Route::Mesh {
+                peer,
+                dial,
+                dst_port: HeaderValue::from(addr.port()),
+            },
         })
     }
 }
@@ -233,7 +248,7 @@ mod tests {
             .header(header::HOST, "web.shop:8080")
             .body(())
             .unwrap();
-        to_mesh(&mut req, 8080);
+        to_mesh(&mut req, HeaderValue::from(8080u16));
         assert_eq!(req.version(), Version::HTTP_2);
         assert_eq!(req.uri(), "http://web.shop:8080/a/b?c=d");
         assert_eq!(req.headers()[mesh::header::ORIG_PROTO], "h1");

@@ -17,7 +17,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use trellis_policy::{InboundPolicy, MtlsMode, SpiffeId, inbound::Decision};
 
 /// Why a client was turned away.
@@ -123,6 +123,41 @@ impl AdmitMetrics {
         carried: Carried,
         outcome: &Result<Decision, Refusal>,
     ) {
+        self.record_cached(policy, port, carried, outcome, &OnceLock::new());
+    }
+
+    /// As [`Self::record`], with the counter of the commonest outcome (allowed,
+    /// no AuthorizationPolicy to name) kept in `allowed` by the caller, per
+    /// port and protocol, so the hot path skips the family lookup.
+    pub fn record_cached(
+        &self,
+        policy: Option<&InboundPolicy>,
+        port: u16,
+        carried: Carried,
+        outcome: &Result<Decision, Refusal>,
+        allowed: &OnceLock<Counter>,
+    ) {
+        let named = |i: usize| policy.and_then(|p| p.authorization.policies.get(i));
+        let unnamed = match outcome {
+            Ok(Decision::Allowed { policy: i }) => named(*i).is_none(),
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        if unnamed {
+            allowed
+                .get_or_init(|| {
+                    self.decisions
+                        .get_or_create(&DecisionLabels {
+                            port,
+                            protocol: carried.as_str(),
+                            decision: "allow",
+                            policy: no_policy(),
+                        })
+                        .clone()
+                })
+                .inc();
+            return;
+        }
         let (decision, name) = match outcome {
             Err(Refusal::Plaintext) => {
                 self.plaintext_refused

@@ -33,7 +33,7 @@ use crate::{
     discovery::{Discovery, InboundWatch},
     http::{error_response, forward_upgrade, is_upgrade, upstream_error},
     mesh::{self, Accept, Kind, Preamble},
-    metrics::{self, Direction, Metrics, Name, RouteLabels, TcpLabels},
+    metrics::{self, Direction, Metrics, Name, RouteLabels, RouteMetrics, TcpLabels},
     outbound::protocol_name,
     transport::{self, OrigDst},
     upstream::{self, Upstream, Upstreams},
@@ -42,16 +42,20 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::{body::Incoming, service::service_fn};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 use tokio::{net::TcpListener, time::Instant};
 use tokio_util::sync::CancellationToken;
 use trellis_api::contract::header::CLIENT_ID;
 use trellis_policy::{InboundPolicy, Protocol, SpiffeId};
+
+/// [`CLIENT_ID`] parsed once for the per-request header map operations.
+static CLIENT_ID_NAME: http::HeaderName = http::HeaderName::from_static(CLIENT_ID);
 
 /// How long a first connection to a port waits for its inbound policy
 /// before detecting the protocol itself.
@@ -151,6 +155,7 @@ impl Inbound {
                 self.metrics.detected(Direction::Inbound, "mesh");
                 let svc = Arc::new(InboundHttp {
                     apps: Apps::new(pod_ip, self.upstreams.clone(), self.discovery.clone()),
+                    client_header: client_header(accepted.client_id.as_ref()),
                     client_id: accepted.client_id,
                     metrics: self.metrics.clone(),
                     admit: self.admit.clone(),
@@ -208,6 +213,7 @@ impl Inbound {
                 let connection = token.child_token();
                 let svc = Arc::new(InboundHttp {
                     apps: Apps::new(app.ip(), self.upstreams.clone(), self.discovery.clone()),
+                    client_header: client_header(client_id.as_ref()),
                     client_id,
                     metrics: self.metrics.clone(),
                     admit: self.admit.clone(),
@@ -254,13 +260,15 @@ impl Inbound {
     }
 }
 
-/// One application port of this pod: its connections, metric label and
+/// One application port of this pod: its connections, metric series and
 /// inbound policy.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct AppPort {
     port: u16,
     upstream: Arc<Upstream>,
-    name: Name,
+    series: RouteMetrics,
+    /// Requests allowed with no AuthorizationPolicy to name.
+    allowed: OnceLock<Counter>,
     policy: Arc<InboundWatch>,
 }
 
@@ -270,7 +278,7 @@ struct Apps {
     ip: IpAddr,
     upstreams: Arc<Upstreams>,
     discovery: Arc<Discovery>,
-    ports: Mutex<Vec<AppPort>>,
+    ports: Mutex<Vec<Arc<AppPort>>>,
 }
 
 impl Apps {
@@ -283,17 +291,25 @@ impl Apps {
         }
     }
 
-    fn get(&self, port: u16) -> AppPort {
+    fn get(&self, port: u16, metrics: &Arc<Metrics>) -> Arc<AppPort> {
         let mut ports = self.ports.lock();
         if let Some(a) = ports.iter().find(|a| a.port == port) {
             return a.clone();
         }
-        let a = AppPort {
+        let name = Name::from(port.to_string());
+        let labels = RouteLabels {
+            direction: Direction::Inbound,
+            service: name.clone(),
+            route: metrics::fixed::empty(),
+            backend: name,
+        };
+        let a = Arc::new(AppPort {
             port,
             upstream: self.upstreams.direct(SocketAddr::new(self.ip, port)),
-            name: Name::from(port.to_string()),
+            series: RouteMetrics::new(metrics, labels),
+            allowed: OnceLock::new(),
             policy: self.discovery.inbound(port),
-        };
+        });
         ports.push(a.clone());
         a
     }
@@ -304,6 +320,8 @@ impl Apps {
 struct InboundHttp {
     apps: Apps,
     client_id: Option<SpiffeId>,
+    /// `client_id` as the header the application gets, rendered once.
+    client_header: Option<http::HeaderValue>,
     metrics: Arc<Metrics>,
     admit: AdmitMetrics,
     mesh: bool,
@@ -330,40 +348,32 @@ impl InboundHttp {
 
     async fn handle_port(&self, mut req: Request<Incoming>, port: u16) -> Response<Body> {
         let start = Instant::now();
+        let app_port = self.apps.get(port, &self.metrics);
         let AppPort {
             upstream: app,
-            name,
+            series,
+            allowed,
             policy,
             ..
-        } = self.apps.get(port);
+        } = &*app_port;
         policy.settled(HINT_TIMEOUT).await;
         let guard = policy.load();
         let current = Option::as_ref(&**guard);
         let outcome = admit(current, self.client_id.as_ref(), port);
-        self.admit.record(current, port, Carried::Http, &outcome);
+        self.admit
+            .record_cached(current, port, Carried::Http, &outcome, allowed);
         if let Err(refusal) = outcome {
             if refusal == Refusal::Plaintext && !self.mesh {
                 self.connection.cancel();
             }
             let rsp = error_response(StatusCode::FORBIDDEN, &refusal.reason(port));
-            self.metrics.request(
-                &RouteLabels {
-                    direction: Direction::Inbound,
-                    service: name.clone(),
-                    route: metrics::fixed::empty(),
-                    backend: name,
-                },
-                rsp.status().as_u16(),
-                start.elapsed(),
-            );
+            series.request(rsp.status().as_u16(), start.elapsed());
             return rsp;
         }
         // Only the proxy may say who the client is.
-        req.headers_mut().remove(CLIENT_ID);
-        if let Some(id) = &self.client_id
-            && let Ok(v) = http::HeaderValue::from_str(id.as_str())
-        {
-            req.headers_mut().insert(CLIENT_ID, v);
+        req.headers_mut().remove(&CLIENT_ID_NAME);
+        if let Some(v) = &self.client_header {
+            req.headers_mut().insert(&CLIENT_ID_NAME, v.clone());
         }
         let result = if is_upgrade(&req) {
             forward_upgrade(req, |req| app.send_upgrade(req)).await
@@ -371,14 +381,12 @@ impl InboundHttp {
             app.send(req).await
         };
         let rsp = result.unwrap_or_else(|e| upstream_error(&e));
-        let labels = RouteLabels {
-            direction: Direction::Inbound,
-            service: name.clone(),
-            route: metrics::fixed::empty(),
-            backend: name,
-        };
-        self.metrics
-            .request(&labels, rsp.status().as_u16(), start.elapsed());
+        series.request(rsp.status().as_u16(), start.elapsed());
         rsp
     }
+}
+
+/// The `x-trellis-client-id` value for a verified client.
+fn client_header(id: Option<&SpiffeId>) -> Option<http::HeaderValue> {
+    id.and_then(|id| http::HeaderValue::from_str(id.as_str()).ok())
 }

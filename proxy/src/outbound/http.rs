@@ -32,14 +32,14 @@ use crate::{
     discovery::OutboundWatch,
     grpc,
     http::{error_response, forward_upgrade, is_upgrade, upstream_error},
-    metrics::{self, Metrics, Name, RouteLabels},
+    metrics::{self, Metrics, Name, RouteLabels, RouteMetrics},
     mirror::{self, Mirror},
     retry::{self, Policy},
     upstream::Upstream,
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 use trellis_policy::{HttpBackend, HttpFilter, HttpMatch, Timeouts, split};
 
@@ -78,6 +78,9 @@ struct Routed<'a> {
     backends: Option<RuleBackends<'a>>,
     timeouts: Timeouts,
     retry: Policy<'a>,
+    /// The metric series per backend of the rule (the Service's one when no
+    /// route governs).
+    series: &'a [OnceLock<RouteMetrics>],
 }
 
 /// A rule's backends as the policy states them and as resolved (same order).
@@ -104,24 +107,38 @@ impl OutboundHttp {
             route: metrics::fixed::none(),
             backend: metrics::fixed::empty(),
         };
-        let rsp = match self.stages(&resolved, req, &mut labels, start, grpc).await {
+        let mut series = None;
+        let staged = self.stages(&resolved, req, &mut labels, &mut series, start, grpc);
+        let rsp = match staged.await {
             Ok(rsp) => rsp,
             Err(r) => r.into_response(grpc),
         };
         let status = rsp.status();
-        self.metrics
-            .request(&labels, status.as_u16(), start.elapsed());
         let grpc_failed = grpc && retry::grpc_status(rsp.headers()).is_some_and(|c| c != 0);
-        self.metrics
-            .outcome(&labels, !status.is_server_error() && !grpc_failed);
+        let success = !status.is_server_error() && !grpc_failed;
+        match series {
+            Some(slot) => {
+                let series = slot.get_or_init(|| RouteMetrics::new(&self.metrics, labels));
+                series.request(status.as_u16(), start.elapsed());
+                series.outcome(success);
+            }
+            None => {
+                self.metrics
+                    .request(&labels, status.as_u16(), start.elapsed());
+                self.metrics.outcome(&labels, success);
+            }
+        }
         rsp
     }
 
-    async fn stages(
+    /// The stages; `series` is set once the route and backend are known
+    /// (the labels are then final).
+    async fn stages<'r>(
         &self,
-        resolved: &Resolved,
+        resolved: &'r Resolved,
         mut req: Request<Incoming>,
         labels: &mut RouteLabels,
+        series: &mut Option<&'r OnceLock<RouteMetrics>>,
         start: Instant,
         grpc: bool,
     ) -> Result<Response<Body>, Refusal> {
@@ -145,8 +162,9 @@ impl OutboundHttp {
         {
             return Ok(answer);
         }
-        let (backend, state) = split_stage(resolved, &routed)?;
+        let (backend, state, slot) = split_stage(resolved, &routed)?;
         labels.backend = state.name.clone();
+        *series = Some(slot);
         let backend_filters = backend.map_or(&[][..], |b| &b.filters[..]);
         if let Some(answer) =
             filters::request(backend_filters, routed.matched, &mut req, origin, &mut plan)?
@@ -236,6 +254,7 @@ fn route<'a>(
                     backends: Some((&m.rule.backends, &rule.backends)),
                     timeouts: m.rule.timeouts,
                     retry: m.rule.retry.as_ref().map_or(Policy::None, Policy::Grpc),
+                    series: &rule.metrics,
                 })
             }
             None => Err(no_route()),
@@ -252,6 +271,7 @@ fn route<'a>(
                     backends: Some((&m.rule.backends, &rule.backends)),
                     timeouts: m.rule.timeouts,
                     retry: m.rule.retry.as_ref().map_or(Policy::None, Policy::Http),
+                    series: &rule.metrics,
                 })
             }
             None => Err(no_route()),
@@ -267,6 +287,7 @@ fn route<'a>(
         backends: None,
         timeouts: Timeouts::default(),
         retry: Policy::None,
+        series: std::slice::from_ref(&resolved.default_metrics),
     })
 }
 
@@ -274,18 +295,28 @@ fn no_route() -> Refusal {
     Refusal::new(StatusCode::NOT_FOUND, "no route rule matches the request")
 }
 
+/// The chosen backend: as the rule states it (`None` for the Service
+/// itself), its state, and the metric series of the choice.
+type Split<'a> = (
+    Option<&'a HttpBackend>,
+    &'a Arc<BackendState>,
+    &'a OnceLock<RouteMetrics>,
+);
+
 /// The split stage: the backend by weight, or the Service itself.
-fn split_stage<'a>(
-    resolved: &'a Resolved,
-    routed: &Routed<'a>,
-) -> Result<(Option<&'a HttpBackend>, &'a Arc<BackendState>), Refusal> {
+fn split_stage<'a>(resolved: &'a Resolved, routed: &Routed<'a>) -> Result<Split<'a>, Refusal> {
     let Some((backends, states)) = routed.backends else {
-        return resolved.default.as_ref().map(|s| (None, s)).ok_or_else(|| {
-            Refusal::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the service backend is invalid",
-            )
-        });
+        let series = &resolved.default_metrics;
+        return resolved
+            .default
+            .as_ref()
+            .map(|s| (None, s, series))
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the service backend is invalid",
+                )
+            });
     };
     let i =
         split::choose(backends.iter().map(|b| b.weight), fastrand::u64(..)).ok_or_else(|| {
@@ -295,7 +326,7 @@ fn split_stage<'a>(
             )
         })?;
     match &states[i] {
-        Some(state) => Ok((Some(&backends[i]), state)),
+        Some(state) => Ok((Some(&backends[i]), state, &routed.series[i])),
         None => Err(Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("backend {} is invalid", backends[i].backend.name()),

@@ -2,16 +2,20 @@
 //! one balancer per backend Service (kept across updates, so endpoint loads,
 //! failure records and pooled connections survive a policy change), the
 //! backend's retry budget (kept while its configuration is unchanged), and
-//! metric labels rendered once.
+//! metric labels rendered once, with the series of each (rule, backend)
+//! resolved at its first request.
 
 use crate::{
     balance::Balancer,
-    metrics::{Direction, Name},
+    metrics::{Direction, Name, RouteMetrics},
     mirror,
     retry::Budget,
     upstream::Upstreams,
 };
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 use tokio::sync::Semaphore;
 use trellis_policy::{
     Backend, HttpBackend, HttpFilter, OutboundPolicy, ServiceBackend, Target,
@@ -34,6 +38,8 @@ pub struct BackendState {
 pub struct RuleState {
     pub label: Name,
     pub backends: Vec<Option<Arc<BackendState>>>,
+    /// Per backend, the metric series of requests the rule sends there.
+    pub metrics: Vec<OnceLock<RouteMetrics>>,
 }
 
 /// Whom a policy's requests were sent to.
@@ -84,6 +90,8 @@ pub struct Resolved {
     pub grpc_rules: Vec<Vec<RuleState>>,
     /// The Service itself, for traffic no route governs.
     pub default: Option<Arc<BackendState>>,
+    /// The metric series of requests no route governs.
+    pub default_metrics: OnceLock<RouteMetrics>,
     /// Every backend by name, to carry balancers over to the next policy.
     by_name: HashMap<String, Arc<BackendState>>,
 }
@@ -100,6 +108,7 @@ impl Resolved {
             http_rules: Vec::new(),
             grpc_rules: Vec::new(),
             default: None,
+            default_metrics: OnceLock::new(),
             by_name: HashMap::new(),
         }
     }
@@ -138,6 +147,7 @@ impl Resolved {
                 RuleState {
                     label: Name::from(label),
                     backends: backends.iter().map(|b| backend(&b.backend)).collect(),
+                    metrics: backends.iter().map(|_| OnceLock::new()).collect(),
                 }
             };
         let http_rules = p
@@ -195,6 +205,7 @@ impl Resolved {
             http_rules,
             grpc_rules,
             default,
+            default_metrics: OnceLock::new(),
             by_name,
             policy: Some(p),
         }
