@@ -101,16 +101,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 )
             })?;
             print!("{}", pods_table(&st));
+            print!("{}", gateways_table(&st));
         }
         Command::Apply { name, files } => {
             let st = Sandbox::open(&name.name)?
                 .apply(&files.files, Duration::from_secs(files.timeout))?;
             print!("{}", pods_table(&st));
+            print!("{}", gateways_table(&st));
         }
         Command::Delete { name, files } => {
             let st = Sandbox::open(&name.name)?
                 .delete(&files.files, Duration::from_secs(files.timeout))?;
             print!("{}", pods_table(&st));
+            print!("{}", gateways_table(&st));
         }
         Command::Exec { name, pod, command } => {
             let code = Sandbox::open(&name.name)?.exec(&pod, &command)?;
@@ -121,6 +124,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let st = sb.refresh()?;
             println!("sandbox {} (state in {})", st.name, sb.dir.root.display());
             print!("{}", pods_table(&st));
+            print!("{}", gateways_table(&st));
             println!("controller logs: {}", sb.dir.logs().display());
         }
         Command::Down { name } => {
@@ -158,4 +162,33 @@ pub fn pods_table(st: &State) -> String {
         ]);
     }
     table::render(&rows)
+}
+
+/// The gateway proxies: their Gateway, address, listener URLs and
+/// readiness, and how to reach them from the host (empty without Gateways).
+pub fn gateways_table(st: &State) -> String {
+    if st.gateways.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![vec![
+        "GATEWAY".to_string(),
+        "ADDRESS".into(),
+        "LISTENERS".into(),
+        "READY".into(),
+    ]];
+    for g in st.gateways.values() {
+        rows.push(vec![
+            format!("{}/{}", g.namespace, g.name),
+            g.address.to_string(),
+            trellis_sandbox::gateway::urls(st, g).join(" "),
+            if g.ready { "yes" } else { "no" }.into(),
+        ]);
+    }
+    let node = trellis_sandbox::names::SandboxName::new(&st.name)
+        .map(|n| n.node_netns())
+        .unwrap_or_default();
+    format!(
+        "\n{}gateways answer pods (`trellisctl sandbox exec … -- curl http://ADDRESS/`) and the host (`ip netns exec {node} curl http://ADDRESS/`)\n",
+        table::render(&rows)
+    )
 }

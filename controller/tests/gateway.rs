@@ -230,6 +230,36 @@ fn programmed_follows_the_gateway_proxy() {
 }
 
 #[test]
+fn in_a_manifest_directory_addresses_in_the_gateway_status_mean_programmed() {
+    use trellis_controller::source::dir;
+    let programmed = |with_address: bool| {
+        let status = if with_address {
+            "status: {addresses: [{type: IPAddress, value: 198.19.0.9}]}\n"
+        } else {
+            ""
+        };
+        let text = format!("{BASE}---\n").replace(
+            "metadata: {name: edge, namespace: infra}\n",
+            &format!("metadata: {{name: edge, namespace: infra}}\n{status}"),
+        );
+        let (objects, errors) = dir::parse(std::path::Path::new("m.yaml"), &text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let index = Index::shared(Default::default());
+        dir::reset_all(&index, objects);
+        let index = index.lock();
+        let others = status::others(index.store());
+        let gw = others.iter().find(|s| s.name == "edge").unwrap();
+        gw.conditions.as_ref().unwrap()[1].status.clone()
+    };
+    assert_eq!(
+        programmed(true),
+        "True",
+        "the sandbox wrote addresses: a proxy is ready"
+    );
+    assert_eq!(programmed(false), "False");
+}
+
+#[test]
 fn backend_traffic_policies_set_retry_budgets() {
     let mut index = gateway_index();
     for o in yaml(

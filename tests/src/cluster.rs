@@ -104,6 +104,7 @@ pub fn controller_files(state: &State) -> BTreeMap<String, String> {
         match obj.kind() {
             // Replaced by the pods they own, as the ReplicaSet controller would.
             "Deployment" | "Pod" => {}
+            "Gateway" => put(&crate::gateway::with_status(state, obj)),
             "Service" => {
                 let mut v = obj.0.clone();
                 if let Some(ip) =
@@ -121,6 +122,9 @@ pub fn controller_files(state: &State) -> BTreeMap<String, String> {
             }
             _ => put(&obj.0),
         }
+    }
+    if let Some(class) = crate::gateway::implied_class(state) {
+        put(&class);
     }
     for pod in state.pods.values() {
         put(&pod_object(state, pod));
@@ -274,7 +278,8 @@ pub fn endpoint_slices(state: &State, svc: &Service) -> Vec<Value> {
 
 /// `/etc/netns/<netns>/hosts` of a pod: `svc`, `svc.ns`, `svc.ns.svc` and
 /// `svc.ns.svc.cluster.local` for every Service with a ClusterIP (the short
-/// name only for the pod's own namespace).
+/// name only for the pod's own namespace), and the same names of each
+/// gateway's Service (`<gateway>-trellis`) as the deployer makes it.
 pub fn hosts_file(state: &State, pod: &PodState) -> String {
     let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     if let Some(ip) = pod.ip {
@@ -301,6 +306,7 @@ pub fn hosts_file(state: &State, pod: &PodState) -> String {
         out.push_str(&line);
         out.push('\n');
     }
+    out.push_str(&crate::gateway::hosts_lines(state, &pod.plan.namespace));
     out
 }
 

@@ -80,18 +80,24 @@ fn random_token() -> Result<String, Error> {
 /// Gives a pod a token, unless it has one: a file only the proxy's uid can
 /// read (written by rename).
 pub fn issue(dir: &Dir, pod: &PodState) -> Result<(), Error> {
-    let path = token_path(dir, pod);
+    issue_file(&token_path(dir, pod))
+}
+
+/// Writes a new token to `path` unless there is one (readable only by the
+/// proxy's uid, written by rename).
+pub fn issue_file(path: &Path) -> Result<(), Error> {
     if path.exists() {
         return Ok(());
     }
     let parent = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent).map_err(io("create", parent))?;
-    let tmp = parent.join(format!(".{}.tmp", pod.plan.name));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("token");
+    let tmp = parent.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, random_token()?).map_err(io("write", &tmp))?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o400))
         .map_err(io("chmod", &tmp))?;
     chown(&tmp, Some(contract::PROXY_UID), Some(contract::PROXY_UID)).map_err(io("chown", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+    std::fs::rename(&tmp, path).map_err(io("rename", path))
 }
 
 /// Removes a pod's token (the pod is gone).
@@ -99,7 +105,8 @@ pub fn revoke(dir: &Dir, pod: &PodState) {
     let _ = std::fs::remove_file(token_path(dir, pod));
 }
 
-/// Writes the tokens file identity reads: every meshed pod's token with its
+/// Writes the tokens file identity reads: every meshed pod's and gateway
+/// proxy's token with its
 /// namespace and service account (0600, replaced by rename, unchanged when
 /// its content would be the same).
 pub fn write_tokens_file(dir: &Dir, st: &State) -> Result<(), Error> {
@@ -123,16 +130,33 @@ pub fn write_tokens_file(dir: &Dir, st: &State) -> Result<(), Error> {
             .map(str::to_string)
     };
     let mut tokens = Vec::new();
-    for pod in st.pods.values().filter(|p| p.meshed) {
-        let token_file = token_path(dir, pod);
+    let holders = st
+        .pods
+        .values()
+        .filter(|p| p.meshed)
+        .map(|p| {
+            (
+                token_path(dir, p),
+                &p.plan.namespace,
+                &p.plan.service_account,
+            )
+        })
+        .chain(st.gateways.values().map(|g| {
+            (
+                crate::gateway::token_path(dir, g),
+                &g.namespace,
+                &g.service_account,
+            )
+        }));
+    for (token_file, namespace, service_account) in holders {
         let Ok(token) = std::fs::read_to_string(&token_file) else {
             continue;
         };
         tokens.push(TokenEntry {
             expires_at: old_expiry(&token).unwrap_or_else(|| expires_at.clone()),
             token,
-            namespace: pod.plan.namespace.clone(),
-            service_account: pod.plan.service_account.clone(),
+            namespace: namespace.clone(),
+            service_account: service_account.clone(),
         });
     }
     let body = serde_json::to_string_pretty(&TokensFile { tokens }).unwrap_or_default();

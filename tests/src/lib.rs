@@ -6,7 +6,8 @@
 //! ```text
 //! manifests ─► sandbox::Sandbox::up/apply
 //!   node netns trl-<sandbox>-node: bridge trl0 (198.18.0.1/16), trellis-controller,
-//!     trellis-identity (CA in the state directory, trust bundle file, pod tokens)
+//!     trellis-identity (CA in the state directory, trust bundle file, pod tokens),
+//!     one trellis-proxy gateway per Gateway (on an address of the Service range)
 //!   per pod replica, netns trl-<sandbox>-<namespace>-<pod>:
 //!     CNI loopback; bridge + host-local (198.18.0.0/16) → trellis-cni (capture rules)
 //!     /etc/netns/<netns>/hosts (Services by name), nft Service NAT (kube-proxy's job)
@@ -25,6 +26,7 @@ pub mod client;
 pub mod cluster;
 pub mod cni;
 pub mod conformance;
+pub mod gateway;
 pub mod identity;
 pub mod manifest;
 pub mod metrics;

@@ -17,6 +17,45 @@ pub fn is_echo_image(image: &str) -> bool {
         || image.starts_with("gcr.io/k8s-staging-gateway-api/echo-")
 }
 
+/// Whether an echo container is the base conformance backend `echo-basic`,
+/// which takes its ports from the environment rather than from flags.
+pub fn is_echo_basic(image: &str) -> bool {
+    is_echo_image(image)
+        && image
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n == "echo-basic" || n.starts_with("echo-basic:"))
+}
+
+/// The flags `trellis-echo` runs with for an echo container: its `args`, or
+/// `--echo-basic` for an `echo-basic` image given none (it is configured by
+/// its environment).
+pub fn echo_args(c: &Container) -> Vec<String> {
+    if c.args.is_empty() && is_echo_basic(&c.image) {
+        vec!["--echo-basic".to_string()]
+    } else {
+        c.args.clone()
+    }
+}
+
+/// The plain-text ports an `echo-basic` container serves: `HTTP_PORT`
+/// (3000), and `H2C_PORT` (3001) unless it echoes gRPC or TCP instead.
+fn echo_basic_ports(c: &Container) -> Vec<u16> {
+    let env = |name: &str| {
+        c.env
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+            .filter(|v| !v.is_empty())
+    };
+    let port = |name: &str, default: u16| env(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let mut ports = vec![port("HTTP_PORT", 3000)];
+    if env("GRPC_ECHO_SERVER").is_none() && env("TCP_ECHO_SERVER").is_none() {
+        ports.push(port("H2C_PORT", 3001));
+    }
+    ports
+}
+
 /// The HTTP ports an echo container serves (`--port=N`, minus `--tls` ones).
 pub fn echo_http_ports(args: &[String]) -> Vec<u16> {
     let flag = |name: &str| -> Vec<u16> {
@@ -42,7 +81,9 @@ pub fn readiness_ports(plan: &PodPlan) -> Vec<u16> {
     let mut ports = plan.declared_ports();
     for c in &plan.containers {
         ports.extend(probe_ports(plan, c));
-        if is_echo_image(&c.image) {
+        if is_echo_image(&c.image) && echo_args(c) == ["--echo-basic"] {
+            ports.extend(echo_basic_ports(c));
+        } else if is_echo_image(&c.image) {
             ports.extend(echo_http_ports(&c.args));
         }
     }
@@ -150,5 +191,28 @@ mod tests {
             "registry.k8s.io/gateway-api/echo-advanced:v1.5.1"
         ));
         assert!(!is_echo_image("busybox"));
+        let basic = |env: &[(&str, &str)]| Container {
+            image: "registry.k8s.io/gateway-api/echo-basic:v1.5.1".into(),
+            env: env
+                .iter()
+                .map(|(k, v)| crate::manifest::EnvVar {
+                    name: k.to_string(),
+                    value: Some(v.to_string()),
+                    value_from: None,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(echo_args(&basic(&[])), ["--echo-basic"]);
+        assert_eq!(echo_basic_ports(&basic(&[])), [3000, 3001]);
+        assert_eq!(
+            echo_basic_ports(&basic(&[("GRPC_ECHO_SERVER", "1"), ("HTTP_PORT", "9000")])),
+            [9000]
+        );
+        let advanced = Container {
+            image: "registry.k8s.io/gateway-api/echo-advanced:v1.5.1".into(),
+            ..Default::default()
+        };
+        assert!(echo_args(&advanced).is_empty(), "not echo-basic");
     }
 }

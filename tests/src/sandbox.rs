@@ -9,12 +9,14 @@
 //! apply: load → add/replace objects → reconcile → wait ready
 //! reconcile: ClusterIPs → pods gone: stop, CNI DEL, delete netns
 //!            → new pods: netns, CNI ADD (loopback; bridge+host-local → trellis-cni)
+//!            → gateways gone: stop; new gateways: an address each
 //!            → hosts files, Service NAT, controller directory
-//!            → tokens of meshed pods → start apps + sidecars
+//!            → tokens of meshed pods and gateways → start apps + sidecars, gateway proxies
 //! ```
 
 use crate::cluster;
 use crate::cni;
+use crate::gateway;
 use crate::identity;
 use crate::manifest::{self, Object, PodPlan};
 use crate::names::{self, SandboxName};
@@ -256,7 +258,7 @@ impl Sandbox {
         st.cluster_ips.retain(|k, _| wanted.contains(k));
         for (key, requested) in &services {
             if !st.cluster_ips.contains_key(key) {
-                let taken = st.cluster_ips.values().copied().collect();
+                let taken = gateway::taken(st);
                 let ip = cluster::allocate_cluster_ip(key, requested.as_deref(), &taken);
                 st.cluster_ips.insert(key.clone(), ip);
             }
@@ -305,6 +307,10 @@ impl Sandbox {
             self.wire_pod(st, &key, bins)?;
             new.push(key);
         }
+        let node = self.name.node_netns();
+        gateway::remove_unwanted(st, &node, &self.dir);
+        let new_gateways = gateway::plan_new(st);
+        self.dir.save(st)?;
         self.publish(st)?;
         // Tokens first: a sidecar asks for its certificate as it starts.
         for key in &new {
@@ -312,6 +318,9 @@ impl Sandbox {
             if pod.meshed {
                 identity::issue(&self.dir, pod)?;
             }
+        }
+        for key in &new_gateways {
+            gateway::prepare(&st.gateways[key], &node, &self.dir)?;
         }
         identity::write_tokens_file(&self.dir, st)?;
         for key in new {
@@ -321,6 +330,13 @@ impl Sandbox {
             };
             if let Some(pod) = st.pods.get_mut(&key) {
                 pod.procs = procs;
+            }
+            self.dir.save(st)?;
+        }
+        for key in new_gateways {
+            let proc = gateway::start(bins, &st.gateways[&key], &node, &self.dir)?;
+            if let Some(g) = st.gateways.get_mut(&key) {
+                g.proc = Some(proc);
             }
             self.dir.save(st)?;
         }
@@ -477,6 +493,9 @@ impl Sandbox {
             if let Some(r) = spawn::identity_not_ready(st, &node, &self.dir) {
                 reasons.push(format!("trellis-identity: {r}"));
             }
+            for (key, reason) in gateway_readiness(st, &node, &mut changed) {
+                reasons.push(format!("gateway {key}: {reason}"));
+            }
             if changed {
                 self.publish(st)?;
                 self.dir.save(st)?;
@@ -514,6 +533,7 @@ impl Sandbox {
             changed |= ready != pod.ready;
             pod.ready = ready;
         }
+        gateway_readiness(&mut st, &node, &mut changed);
         if changed {
             self.publish(&st)?;
             self.dir.save(&st)?;
@@ -596,6 +616,9 @@ impl Sandbox {
             if let Some(p) = &st.identity {
                 netns::kill(p, Duration::from_secs(3));
             }
+            for g in st.gateways.values() {
+                gateway::stop(g, &name.node_netns(), &dir);
+            }
             namespaces.extend(st.netns.iter().cloned());
         }
         namespaces.insert(name.node_netns());
@@ -642,6 +665,27 @@ fn orphan_namespaces(name: &SandboxName) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| n.starts_with(&prefix) && !owned_elsewhere.contains(n))
         .collect()
+}
+
+/// Probes every gateway proxy, records its readiness (`changed` when one
+/// changed) and returns why those not ready are not.
+fn gateway_readiness(st: &mut State, node: &str, changed: &mut bool) -> Vec<(String, String)> {
+    let reasons: Vec<(String, Option<String>)> = st
+        .gateways
+        .iter()
+        .map(|(k, g)| (k.clone(), gateway::not_ready_reason(st, g, node)))
+        .collect();
+    let mut out = Vec::new();
+    for (key, reason) in reasons {
+        if let Some(g) = st.gateways.get_mut(&key) {
+            *changed |= g.ready != reason.is_none();
+            g.ready = reason.is_none();
+        }
+        if let Some(r) = reason {
+            out.push((key, r));
+        }
+    }
+    out
 }
 
 /// Adds objects, replacing those with the same kind, namespace and name.

@@ -254,7 +254,7 @@ pub fn pod_processes(
 fn app_command(bins: &Bins, pod: &PodState, c: &Container) -> Result<(String, Vec<String>), Error> {
     if probe::is_echo_image(&c.image) {
         let program = bins.require(ECHO)?;
-        return Ok((program.display().to_string(), c.args.clone()));
+        return Ok((program.display().to_string(), probe::echo_args(c)));
     }
     let Some((program, rest)) = c.command.split_first() else {
         return Err(Error::NoCommand {

@@ -13,7 +13,8 @@
 //! pods/             pod metadata for trellis-cni (see docs/decisions.md)
 //! identity/         trellis-identity's CA (0700, files 0600)
 //! trust-bundle.pem  the trust bundle identity publishes
-//! identity-tokens.json, tokens/<namespace>/<pod>   pod tokens (see [`crate::identity`])
+//! identity-tokens.json, tokens/<namespace>/<pod>   pod tokens (see [`crate::identity`]),
+//!                   tokens/_gateways/<namespace>/<gateway>   gateway proxies' tokens
 //! ```
 //!
 //! Every mutation is recorded *before* it happens (a namespace is listed
@@ -84,6 +85,18 @@ impl PodState {
     }
 }
 
+/// The proxy of one Gateway (see [`crate::gateway`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayState {
+    pub namespace: String,
+    pub name: String,
+    /// Where it listens, from the Service range, on the node bridge.
+    pub address: Ipv4Addr,
+    pub service_account: String,
+    pub proc: Option<Proc>,
+    pub ready: bool,
+}
+
 /// Everything a sandbox made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -106,6 +119,9 @@ pub struct State {
     pub certificate_lifetime: Option<String>,
     /// Every network namespace made (recorded before it is made).
     pub netns: Vec<String>,
+    /// `namespace/name` → the proxy of that Gateway.
+    #[serde(default)]
+    pub gateways: BTreeMap<String, GatewayState>,
 }
 
 impl State {
@@ -121,6 +137,7 @@ impl State {
             identity: None,
             certificate_lifetime: None,
             netns: Vec::new(),
+            gateways: BTreeMap::new(),
         }
     }
 }

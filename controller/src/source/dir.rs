@@ -158,15 +158,38 @@ pub fn load(dirs: &[PathBuf]) -> (Vec<Object>, Vec<ParseError>) {
 }
 
 /// Replaces the index's view of every kind with `objects`.
+///
+/// A directory has no gateway deployer; whoever runs the gateway proxies
+/// (the sandbox) plays it and writes a Gateway's `status.addresses` once its
+/// proxy is ready, as the deployer does. Those addresses mark the Gateway
+/// programmed ([`crate::index::Index::set_programmed`]).
 pub fn reset_all(index: &SharedIndex, objects: Vec<Object>) {
     let mut by_kind: BTreeMap<Kind, Vec<Object>> =
         Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
+    let mut programmed = Vec::new();
     for o in objects {
+        if let Object::Gateway(gw) = &o {
+            let ready = gw
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .is_some_and(|a| !a.is_empty());
+            programmed.push((
+                trellis_policy::ResourceRef::new(
+                    gw.metadata.namespace.clone().unwrap_or_default(),
+                    gw.metadata.name.clone().unwrap_or_default(),
+                ),
+                ready,
+            ));
+        }
         by_kind.entry(o.kind()).or_default().push(o);
     }
     let mut index = index.lock();
     for (kind, objs) in by_kind {
         index.reset(kind, objs);
+    }
+    for (gw, ready) in programmed {
+        index.set_programmed(gw, ready);
     }
 }
 
