@@ -39,6 +39,13 @@ impl Launch {
     }
 }
 
+/// Resident memory, KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+}
+
 /// A child process, killed when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -92,15 +99,23 @@ impl Proc {
         Ok((ticks(11)? + ticks(12)?) / clock_ticks())
     }
 
-    /// Resident set size in KiB.
-    pub fn rss_kib(&self) -> Result<u64> {
+    /// Resident set size in KiB: all of it, and the anonymous part (heap
+    /// and stacks; the rest is mapped code and data of the executable and
+    /// its libraries).
+    pub fn rss_kib(&self) -> Result<Rss> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .with_context(|| format!("reading /proc/{}/status ({})", self.pid(), self.name))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmRSS in /proc/PID/status")
+        let field = |name: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {name} in /proc/PID/status"))
+        };
+        Ok(Rss {
+            total: field("VmRSS:")?,
+            anon: field("RssAnon:")?,
+        })
     }
 }
 

@@ -144,7 +144,7 @@ pub fn run(tools: &Tools, opts: &Options) -> Result<()> {
             .collect::<Result<Vec<_>>>()?;
         report
             .idle_rss_kib
-            .push((s.mode, idle.into_iter().max().unwrap_or(0)));
+            .push((s.mode, idle.into_iter().max().unwrap_or_default()));
     }
     for scenario in SCENARIOS {
         let rounds = if scenario.rounds {
@@ -253,6 +253,6 @@ fn measure(
         } else {
             f64::NAN
         },
-        rss_kib: rss.into_iter().max().unwrap_or(0),
+        rss_kib: rss.into_iter().max().unwrap_or_default(),
     })
 }

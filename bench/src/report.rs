@@ -5,6 +5,7 @@
 use crate::{
     fleet::{LOAD_CORE, Mode, PROXY_CORE},
     oha::Outcome,
+    procs::Rss,
     proxy::SCENARIOS,
 };
 use serde::Serialize;
@@ -23,7 +24,7 @@ pub struct Measured {
     /// CPU per 1,000 rps, per process.
     pub cpu_per_1000_rps: f64,
     /// Resident memory under load, per process (the largest).
-    pub rss_kib: u64,
+    pub rss_kib: Rss,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,7 +32,7 @@ pub struct Report {
     pub duration_s: u64,
     pub rounds: u32,
     pub body_bytes: usize,
-    pub idle_rss_kib: Vec<(Mode, u64)>,
+    pub idle_rss_kib: Vec<(Mode, Rss)>,
     pub runs: Vec<Measured>,
 }
 
@@ -53,7 +54,7 @@ pub struct Row {
     pub cpu_per_1000_rps: f64,
     /// Throughput divided by the cores each process used.
     pub rps_per_core: f64,
-    pub rss_kib: u64,
+    pub rss_kib: Rss,
     pub failed: u64,
 }
 
@@ -117,7 +118,7 @@ pub fn summary(report: &Report) -> Vec<Row> {
                 cores_per_process: med(&|m| m.cores_per_process),
                 cpu_per_1000_rps: med(&|m| m.cpu_per_1000_rps),
                 rps_per_core: med(&|m| m.outcome.rps / m.cores_per_process.max(1e-9)),
-                rss_kib: runs.iter().map(|m| m.rss_kib).max().unwrap_or(0),
+                rss_kib: runs.iter().map(|m| m.rss_kib).max().unwrap_or_default(),
                 failed: runs.iter().map(|m| m.outcome.failed).sum(),
             });
         }
@@ -148,7 +149,7 @@ pub fn print(report: &Report) {
     for s in SCENARIOS {
         println!("\n== {} ==", s.name);
         println!(
-            "{:<12} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>9} {:>6}",
+            "{:<12} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7} {:>12} {:>6}",
             "mode",
             "rps",
             "ratio",
@@ -160,7 +161,7 @@ pub fn print(report: &Report) {
             "+p99.9",
             "core/1krps",
             "ratio",
-            "RSS KiB",
+            "RSS/anon KiB",
             "failed"
         );
         let in_scenario: Vec<&Row> = rows.iter().filter(|r| r.scenario == s.name).collect();
@@ -169,7 +170,7 @@ pub fn print(report: &Report) {
         };
         for r in &in_scenario {
             println!(
-                "{:<12} {:>9.0} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>10.4} {:>7} {:>9} {:>6}",
+                "{:<12} {:>9.0} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>10.4} {:>7} {:>12} {:>6}",
                 r.mode.name(),
                 r.rps,
                 ratio(r.rps, direct.rps),
@@ -181,7 +182,7 @@ pub fn print(report: &Report) {
                 r.added_p999_ms,
                 r.cpu_per_1000_rps,
                 ratio(r.cpu_per_1000_rps, direct.cpu_per_1000_rps),
-                r.rss_kib,
+                format!("{}/{}", r.rss_kib.total, r.rss_kib.anon),
                 r.failed,
             );
         }
@@ -203,14 +204,17 @@ pub fn print(report: &Report) {
         .idle_rss_kib
         .iter()
         .find(|(m, _)| *m == Mode::Direct)
-        .map_or(0, |(_, r)| *r);
-    println!("\nIdle RSS (KiB, per process; ratio to the direct upstream's):");
+        .map_or(0, |(_, r)| r.total);
+    println!(
+        "\nIdle RSS (KiB, per process, the largest of a mode's; anonymous part; ratio to the direct upstream's):"
+    );
     for (mode, rss) in &report.idle_rss_kib {
         println!(
-            "  {:<12} {:>8} {:>8}",
+            "  {:<12} {:>8} {:>8} {:>8}",
             mode.name(),
-            rss,
-            ratio(*rss as f64, direct_idle as f64)
+            rss.total,
+            rss.anon,
+            ratio(rss.total as f64, direct_idle as f64)
         );
     }
 }
@@ -231,7 +235,10 @@ mod tests {
             },
             cores_per_process: 0.05,
             cpu_per_1000_rps: 0.05,
-            rss_kib: 1000 + u64::from(round),
+            rss_kib: Rss {
+                total: 1000 + u64::from(round),
+                anon: 10,
+            },
         }
     }
 
@@ -255,7 +262,7 @@ mod tests {
         let one = rows.iter().find(|r| r.mode == Mode::OneProxy).unwrap();
         assert!((one.added_p99_ms - 0.2).abs() < 1e-9, "{one:?}");
         assert!((one.p99_ms - 1.2).abs() < 1e-9);
-        assert_eq!((one.rounds, one.rss_kib), (3, 1002));
+        assert_eq!((one.rounds, one.rss_kib.total), (3, 1002));
         assert_eq!(median(vec![3.0, 1.0, f64::NAN, 2.0, 4.0]), 2.5);
     }
 }
