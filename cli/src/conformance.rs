@@ -1,15 +1,19 @@
-//! `trellisctl conformance`: runs the Gateway API mesh conformance tests
-//! (profiles MESH-HTTP and MESH-GRPC) against a sandbox and writes the
-//! upstream `ConformanceReport`.
+//! `trellisctl conformance`: runs the Gateway API conformance tests against a
+//! sandbox — the mesh profiles MESH-HTTP and MESH-GRPC, or with `--profile
+//! GATEWAY-HTTP` the gateway profile — and writes the upstream
+//! `ConformanceReport`.
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use trellis_sandbox::conformance::{self, RunOptions, report};
+use trellis_sandbox::conformance::{self, Profile, RunOptions, report};
 
-/// Run the Gateway API mesh conformance suite in a sandbox (needs root).
+/// Run the Gateway API conformance suite in a sandbox (needs root).
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// MESH (MESH-HTTP and MESH-GRPC) or GATEWAY-HTTP.
+    #[arg(long, default_value = "MESH", value_parser = ["MESH", "MESH-HTTP", "MESH-GRPC", "GATEWAY-HTTP"])]
+    profile: String,
     /// The sandbox to use (made for the run, removed afterwards).
     #[arg(long, default_value = "conformance")]
     name: String,
@@ -54,6 +58,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         only: args.tests,
         keep: args.keep,
         root: root(args.root)?,
+        profile: if args.profile == "GATEWAY-HTTP" {
+            Profile::GatewayHttp
+        } else {
+            Profile::Mesh
+        },
     };
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     let outcomes = rt.block_on(conformance::run(&opts, &|line: &str| eprintln!("{line}")))?;
@@ -61,7 +70,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let version = format!("v{}", env!("CARGO_PKG_VERSION"));
-    let report = report::build(&outcomes, &version, &date);
+    let report = report::build_profiles(opts.profile.report_profiles(), &outcomes, &version, &date);
     let yaml = serde_saphyr::to_string(&report).context("rendering the report")?;
     std::fs::write(&args.report, &yaml)
         .with_context(|| format!("writing {}", args.report.display()))?;

@@ -15,7 +15,7 @@ pub const MESH_TESTS: &str = include_str!("../../conformance/mesh-tests.yaml");
 
 #[derive(Debug, thiserror::Error)]
 #[error("bad conformance test data: {0}")]
-pub struct DataError(String);
+pub struct DataError(pub String);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +77,10 @@ pub struct Expect {
     pub request_headers: BTreeMap<String, String>,
     pub absent_request_headers: Vec<String>,
     pub request_path: Option<String>,
+    /// The Host and method the backend must have seen (the gateway suite
+    /// checks them when its expected request names them).
+    pub host: Option<String>,
+    pub method: Option<String>,
     pub redirect: Option<Redirect>,
 }
 
@@ -147,6 +151,23 @@ pub fn compare(req: &Req, exp: &Expect, resp: &Response) -> Option<String> {
             if let Some(v) = echo.header(name) {
                 return Some(format!("expected request header {name} absent, got {v:?}"));
             }
+        }
+    }
+    for (what, want, got) in [
+        ("Host", &exp.host, echo.as_ref().map(|e| e.host.as_str())),
+        (
+            "method",
+            &exp.method,
+            echo.as_ref().map(|e| e.method.as_str()),
+        ),
+    ] {
+        if let Some(want) = want
+            && got != Some(want.as_str())
+        {
+            return Some(format!(
+                "expected the echo to see {what} {want}, got {:?}",
+                got.unwrap_or_default()
+            ));
         }
     }
     if let Some(path) = &exp.request_path {

@@ -1,4 +1,5 @@
-//! The Gateway API mesh conformance runner: brings up the upstream mesh
+//! The Gateway API conformance runner. The mesh profiles ([`Profile::Mesh`])
+//! are below; GATEWAY-HTTP is [`gateway`]. The mesh run brings up the upstream mesh
 //! manifests in a sandbox (every namespace meshed), then for each test of
 //! [`check::MESH_TESTS`] applies its manifests, sends its requests from the
 //! echo-v1 pod of the client namespace, and removes its manifests again:
@@ -12,6 +13,7 @@
 //! A test fails when the mesh misbehaves; nothing is skipped silently.
 
 pub mod check;
+pub mod gateway;
 pub mod grpc;
 pub mod report;
 
@@ -47,6 +49,28 @@ pub enum Error {
     UnknownTest(String),
     #[error("the sandbox task failed: {0}")]
     Join(String),
+    #[error("preparing the manifests: {0}")]
+    Prepare(String),
+}
+
+/// Which conformance profiles a run covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// MESH-HTTP and MESH-GRPC (the upstream mesh manifests, every namespace meshed).
+    #[default]
+    Mesh,
+    /// GATEWAY-HTTP (the upstream base manifests behind Gateways of class `trellis`).
+    GatewayHttp,
+}
+
+impl Profile {
+    /// The report's profile names.
+    pub fn report_profiles(&self) -> &'static [&'static str] {
+        match self {
+            Profile::Mesh => report::MESH_PROFILES,
+            Profile::GatewayHttp => report::GATEWAY_PROFILES,
+        }
+    }
 }
 
 /// How to run.
@@ -60,19 +84,23 @@ pub struct RunOptions {
     pub keep: bool,
     /// The repository root (for `third_party/gateway-api`).
     pub root: PathBuf,
+    pub profile: Profile,
 }
 
 impl RunOptions {
-    fn conformance_dir(&self) -> PathBuf {
+    pub fn conformance_dir(&self) -> PathBuf {
         self.root.join("third_party/gateway-api/conformance")
     }
 }
 
-/// Runs the selected tests; `progress` hears one line per event.
+/// Runs the selected tests of the profile; `progress` hears one line per event.
 pub async fn run(
     opts: &RunOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<Outcome>, Error> {
+    if opts.profile == Profile::GatewayHttp {
+        return gateway::run(opts, progress).await;
+    }
     let all = check::tests()?;
     for name in &opts.only {
         if !all.iter().any(|t| &t.name == name) {

@@ -1,7 +1,7 @@
 //! The upstream `ConformanceReport` (apiVersion `gateway.networking.k8s.io/v1`)
-//! built from test outcomes: profiles MESH-HTTP and MESH-GRPC, each with core
-//! and extended results, statistics, failed and skipped tests and the
-//! features claimed.
+//! built from test outcomes: profiles MESH-HTTP and MESH-GRPC (the mesh run)
+//! or GATEWAY-HTTP (the gateway run), each with core and extended results,
+//! statistics, failed and skipped tests and the features claimed.
 
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -25,7 +25,7 @@ pub enum TestResult {
 }
 
 /// A conformance profile: its core features and the feature that puts a
-/// test in it (besides `Mesh`).
+/// test in it (besides `Mesh` or `Gateway`).
 struct Profile {
     name: &'static str,
     core: &'static [&'static str],
@@ -43,7 +43,17 @@ const PROFILES: &[Profile] = &[
         core: &["Mesh", "GRPCRoute"],
         route: "GRPCRoute",
     },
+    Profile {
+        name: "GATEWAY-HTTP",
+        core: &["Gateway", "HTTPRoute", "ReferenceGrant"],
+        route: "HTTPRoute",
+    },
 ];
+
+/// The profiles of a mesh run.
+pub const MESH_PROFILES: &[&str] = &["MESH-HTTP", "MESH-GRPC"];
+/// The profile of a gateway run.
+pub const GATEWAY_PROFILES: &[&str] = &["GATEWAY-HTTP"];
 
 /// Whether a test belongs to a profile: it needs only `Mesh`, or the
 /// profile's route kind and no other route kind.
@@ -105,8 +115,14 @@ fn summary(kind: &str, s: &Value) -> String {
 
 /// The report. `date` is RFC 3339; `version` the implementation's.
 pub fn build(outcomes: &[Outcome], version: &str, date: &str) -> Value {
+    build_profiles(MESH_PROFILES, outcomes, version, date)
+}
+
+/// The report over the named profiles.
+pub fn build_profiles(names: &[&str], outcomes: &[Outcome], version: &str, date: &str) -> Value {
     let profiles: Vec<Value> = PROFILES
         .iter()
+        .filter(|p| names.contains(&p.name))
         .map(|p| {
             let mine: Vec<&Outcome> = outcomes
                 .iter()
