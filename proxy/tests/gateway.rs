@@ -316,10 +316,7 @@ async fn sockets_follow_the_listeners_and_open_connections_keep_working() {
     assert_eq!(gw.ports().keys().copied().collect::<Vec<_>>(), [8081]);
     let (status, text) = get(gw.ports()[&8081], "x", "/").await;
     assert_eq!((status, &text[..2]), (StatusCode::OK, "b "));
-    assert!(
-        tokio::net::TcpStream::connect(first).await.is_err(),
-        "the socket of a removed listener is closed"
-    );
+    closed(first).await;
     let (status, _, text) = open.get("x", "/again").await;
     assert_eq!(
         status,
@@ -406,4 +403,38 @@ async fn the_gateway_speaks_mtls_to_meshed_endpoints_as_itself() {
         trellis_identity_client::HandshakeOutcome::Ok,
     );
     assert_eq!(handshakes, 1, "one mTLS connection from the gateway");
+}
+
+#[tokio::test]
+async fn draining_stops_the_listeners_and_lets_open_connections_finish() {
+    let n = 209;
+    let a = http_backend(addr(n, 2, 8080), "a").await;
+    let plane = Plane::new(vec![
+        listener("web", 8080)
+            .route(route("edge", "site").rule(rule().backend(backend("a", a))))
+            .into(),
+    ]);
+    let gw = gateway(pod(n, 1), plane.start(pod(n, 1)).await, None).await;
+    let entry = gw.ports()[&8080];
+    let admin_addr = gw.admin_addr;
+    let mut open = H1::connect(entry).await;
+    assert_eq!(open.get("x", "/").await.0, StatusCode::OK);
+    let finished = tokio::time::timeout(Duration::from_secs(10), gw.drain())
+        .await
+        .expect("an idle keep-alive connection is closed, not waited for");
+    assert!(finished, "everything finished within the grace period");
+    closed(entry).await;
+    closed(admin_addr).await;
+}
+
+/// Waits until nothing accepts connections at `addr` (a stopped accept
+/// loop drops its socket when it next runs), failing after 5 s.
+async fn closed(addr: SocketAddr) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} still accepts connections");
 }
