@@ -5,8 +5,8 @@
 //! the SNI selects, 421 for a request misdirected to another listener,
 //! TLS passthrough by SNI, a TCP route, sockets added and removed as the
 //! listeners change (an open connection keeps working), metrics by
-//! gateway, listener and route, and mTLS to a meshed endpoint under the
-//! gateway's own identity.
+//! gateway, listener and route, mTLS to a meshed endpoint under the
+//! gateway's own identity, and draining.
 
 mod edge;
 mod support;
