@@ -6,10 +6,11 @@
 //! TLS passthrough by SNI, a TCP route, sockets added and removed as the
 //! listeners change (an open connection keeps working), metrics by
 //! gateway, listener and route, mTLS to a meshed endpoint under the
-//! gateway's own identity, and draining.
+//! gateway's own identity, GRPCRoutes, and draining.
 
 mod edge;
 mod support;
+mod traffic;
 
 use bytes::Bytes;
 use edge::*;
@@ -21,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 use trellis_identity_client::{Identity, TlsMetrics, testing::TestCa};
 use trellis_policy::{
     SpiffeId,
-    build::{redirect, route, rule, service, tcp_route, tls_route},
+    build::{grpc_route, grpc_rule, redirect, route, rule, service, tcp_route, tls_route},
 };
 
 fn backend(name: &str, addr: SocketAddr) -> trellis_policy::build::BackendBuilder {
@@ -437,4 +438,39 @@ async fn closed(addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{addr} still accepts connections");
+}
+
+#[tokio::test]
+async fn grpc_routes_route_calls_by_service_and_method() {
+    let n = 210;
+    let get = traffic::backend(addr(n, 2, 8080), |_| async { traffic::grpc_ok(b"get") }).await;
+    let rest = traffic::backend(addr(n, 3, 8080), |_| async { traffic::grpc_ok(b"rest") }).await;
+    let plane = Plane::new(vec![
+        listener("grpc", 8080)
+            .grpc_route(
+                grpc_route("edge", "calls")
+                    .rule(
+                        grpc_rule()
+                            .service("pkg.Svc")
+                            .method("Get")
+                            .backend(service("shop", "get", 80).endpoint(&get.endpoint())),
+                    )
+                    .rule(
+                        grpc_rule()
+                            .service("pkg.Svc")
+                            .backend(service("shop", "rest", 80).endpoint(&rest.endpoint())),
+                    ),
+            )
+            .into(),
+    ]);
+    let gw = gateway(pod(n, 1), plane.start(pod(n, 1)).await, None).await;
+    let mut c = traffic::Client::h2(gw.ports()[&8080]).await;
+    let a = c.send(traffic::grpc_call("/pkg.Svc/Get", &[])).await;
+    assert_eq!(a.body.as_bytes(), b"get");
+    let a = c.send(traffic::grpc_call("/pkg.Svc/List", &[])).await;
+    assert_eq!(a.body.as_bytes(), b"rest");
+    let a = c.send(traffic::grpc_call("/other.Svc/Get", &[])).await;
+    assert_eq!(a.status, StatusCode::OK, "gRPC errors travel as a status");
+    assert_eq!(a.headers["grpc-status"], "12", "UNIMPLEMENTED: no route");
+    assert_eq!((get.hits(), rest.hits()), (1, 1));
 }
