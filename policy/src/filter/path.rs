@@ -91,7 +91,7 @@ pub struct Rewritten {
 }
 
 /// Applies a `URLRewrite` to a request URI. `matched` is the match that
-/// selected the rule ([`crate::find::HttpRouteMatch::matched`]).
+/// selected the rule ([`crate::find::RouteMatch::matched`]).
 pub fn rewrite(
     rewrite: &UrlRewrite,
     matched: Option<&HttpMatch>,

@@ -32,17 +32,21 @@
 //!
 //! [`http()`] and [`grpc()`] scan every match without allocating; the tables
 //! ([`HttpRouteTable`], [`GrpcRouteTable`]) sort the matches once so the
-//! per-request scan stops at the first that holds.
+//! per-request scan stops at the first that holds. Both kinds share one
+//! scan and one [`RouteTable`]: a [`Route`] kind gives only its match rank
+//! and its match predicate.
 
 mod grpc;
 mod host;
 mod http;
 mod request;
+mod table;
 
 pub use self::grpc::{GrpcRank, GrpcRouteMatch, GrpcRouteTable, grpc, service_and_method};
 pub use self::host::{HostRank, host_of, rank as host_rank, strip_port};
 pub use self::http::{HttpRouteMatch, HttpRouteTable, MatchRank, http};
 pub use self::request::prefix_matches;
+pub use self::table::{Route, RouteMatch, RouteTable};
 
 use crate::{RouteRef, TcpRoute, TlsRoute};
 use std::cmp::Ordering;
@@ -79,35 +83,4 @@ pub fn tls<'r>(routes: &'r [TlsRoute], sni: Option<&str>) -> Option<&'r TlsRoute
 /// `namespace/name`, as the spec orders conflicting routes.
 pub fn tcp(routes: &[TcpRoute]) -> Option<&TcpRoute> {
     routes.iter().min_by(|a, b| route_order(&a.meta, &b.meta))
-}
-
-/// The scan shared by the route tables: `order` is sorted by match rank
-/// and route order; the winner is the first entry that holds among those
-/// whose route has the best host rank that any holding entry reaches.
-fn scan<'a, E>(
-    order: &'a [E],
-    host: Option<&str>,
-    any_hostnames: bool,
-    hostnames: impl Fn(&E) -> &'a [crate::HostMatch],
-    best_possible: impl FnOnce() -> Option<HostRank>,
-    mut holds: impl FnMut(&E) -> bool,
-) -> Option<(&'a E, HostRank)> {
-    if !any_hostnames {
-        return order.iter().find(|e| holds(e)).map(|e| (e, HostRank::ANY));
-    }
-    let best_possible = best_possible()?;
-    let mut best: Option<(&E, HostRank)> = None;
-    for e in order {
-        let Some(rank) = host::rank(hostnames(e), host) else {
-            continue;
-        };
-        if best.is_some_and(|(_, b)| b >= rank) || !holds(e) {
-            continue;
-        }
-        best = Some((e, rank));
-        if rank == best_possible {
-            break;
-        }
-    }
-    best
 }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 /// The parts of a request that routes look at.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Req<'a> {
+pub struct Req<'a> {
     pub(crate) method: &'a ::http::Method,
     pub(crate) path: &'a str,
     pub(crate) query: Option<&'a str>,
