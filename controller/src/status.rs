@@ -90,6 +90,27 @@ pub struct ObjectStatus {
     pub extra: Option<serde_json::Value>,
 }
 
+impl ObjectStatus {
+    /// The status of an object other than a route: its conditions.
+    pub fn of(kind: &str, namespace: &str, name: &str, conditions: Vec<Condition>) -> Self {
+        Self {
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            parents: None,
+            conditions: Some(conditions),
+            extra: None,
+        }
+    }
+
+    /// A cluster-scoped object (GatewayClass, XMesh) naming this
+    /// controller, which accepts it as it is.
+    pub fn served(kind: &str, name: &str, message: &str, generation: Option<i64>) -> Self {
+        let accepted = Condition::new("Accepted", true, "Accepted", message, generation);
+        Self::of(kind, "", name, vec![accepted])
+    }
+}
+
 /// The status of a route for one Service parent.
 fn service_parent(store: &Store, route: &RouteSpec, parent: &ParentRef) -> Vec<Condition> {
     let g = route.generation;
@@ -163,19 +184,13 @@ pub fn resolved_refs(store: &Store, route: &RouteSpec, parent: Option<&ParentRef
 }
 
 fn invalid_filter(route: &RouteSpec) -> Option<String> {
-    let find = |fs: &[Filter]| {
-        fs.iter().find_map(|f| match f {
-            Filter::Ready(HttpFilter::Invalid { message }) => Some(message.clone()),
-            _ => None,
-        })
+    let invalid = |f: &Filter| match f {
+        Filter::Ready(HttpFilter::Invalid { message }) => Some(message.clone()),
+        _ => None,
     };
     match &route.rules {
-        Rules::Http(rules) => rules.iter().find_map(|r| {
-            find(&r.filters).or_else(|| r.backends.iter().find_map(|b| find(&b.filters)))
-        }),
-        Rules::Grpc(rules) => rules.iter().find_map(|r| {
-            find(&r.filters).or_else(|| r.backends.iter().find_map(|b| find(&b.filters)))
-        }),
+        Rules::Http(rules) => rules.iter().flat_map(|r| r.all_filters()).find_map(invalid),
+        Rules::Grpc(rules) => rules.iter().flat_map(|r| r.all_filters()).find_map(invalid),
         Rules::Opaque(_) => None,
     }
 }
@@ -220,20 +235,12 @@ pub fn routes(store: &Store) -> Vec<ObjectStatus> {
 pub fn others(store: &Store) -> Vec<ObjectStatus> {
     let mut out = Vec::new();
     for (name, mesh) in store.meshes.iter().filter(|(_, m)| m.ours) {
-        out.push(ObjectStatus {
-            kind: "XMesh".into(),
-            namespace: String::new(),
-            name: name.clone(),
-            parents: None,
-            conditions: Some(vec![Condition::new(
-                "Accepted",
-                true,
-                "Accepted",
-                "Trellis serves this mesh",
-                mesh.generation,
-            )]),
-            extra: None,
-        });
+        out.push(ObjectStatus::served(
+            "XMesh",
+            name,
+            "Trellis serves this mesh",
+            mesh.generation,
+        ));
     }
     for a in store.authz.values() {
         let g = a.generation;
@@ -268,14 +275,12 @@ pub fn others(store: &Store) -> Vec<ObjectStatus> {
         } else {
             Condition::new("Accepted", true, "Accepted", "Policy is enforced", g)
         };
-        out.push(ObjectStatus {
-            kind: "AuthorizationPolicy".into(),
-            namespace: a.meta.namespace.clone(),
-            name: a.meta.name.clone(),
-            parents: None,
-            conditions: Some(vec![cond]),
-            extra: None,
-        });
+        out.push(ObjectStatus::of(
+            "AuthorizationPolicy",
+            &a.meta.namespace,
+            &a.meta.name,
+            vec![cond],
+        ));
     }
     out.extend(crate::resolve::gateway::statuses(store));
     out

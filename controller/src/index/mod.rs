@@ -25,7 +25,7 @@ use crate::objects::{Kind, Object, ObjectKey};
 use crate::resolve;
 use crate::routes::{self, RouteKey, RouteSpec};
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -601,35 +601,28 @@ trait MapLike<K, V> {
     fn take(&mut self, key: &K) -> bool;
 }
 
-impl<K: std::hash::Hash + Eq, V: PartialEq> MapLike<K, V> for HashMap<K, V> {
-    fn put(&mut self, key: K, value: V) -> bool {
-        match self.get(&key) {
-            Some(old) if *old == value => false,
-            _ => {
-                self.insert(key, value);
-                true
+/// `HashMap` and `BTreeMap` share no trait for `get`/`insert`/`remove`.
+macro_rules! map_like {
+    ($map:ident, $($key_bound:tt)+) => {
+        impl<K: $($key_bound)+, V: PartialEq> MapLike<K, V> for $map<K, V> {
+            fn put(&mut self, key: K, value: V) -> bool {
+                match self.get(&key) {
+                    Some(old) if *old == value => false,
+                    _ => {
+                        self.insert(key, value);
+                        true
+                    }
+                }
+            }
+            fn take(&mut self, key: &K) -> bool {
+                self.remove(key).is_some()
             }
         }
-    }
-    fn take(&mut self, key: &K) -> bool {
-        self.remove(key).is_some()
-    }
+    };
 }
 
-impl<K: Ord, V: PartialEq> MapLike<K, V> for std::collections::BTreeMap<K, V> {
-    fn put(&mut self, key: K, value: V) -> bool {
-        match self.get(&key) {
-            Some(old) if *old == value => false,
-            _ => {
-                self.insert(key, value);
-                true
-            }
-        }
-    }
-    fn take(&mut self, key: &K) -> bool {
-        self.remove(key).is_some()
-    }
-}
+map_like!(HashMap, std::hash::Hash + Eq);
+map_like!(BTreeMap, Ord);
 
 fn remove_from(
     map: &mut HashMap<ResourceRef, BTreeSet<RouteKey>>,

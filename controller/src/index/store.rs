@@ -137,6 +137,22 @@ pub struct Store {
     pub programmed: BTreeSet<ResourceRef>,
 }
 
+impl Store {
+    /// The routes naming `parent` (a Service or a Gateway) in a parentRef
+    /// that could be converted (no `UnsupportedValue`), in key order.
+    pub fn accepted_routes_of<'a>(
+        &'a self,
+        parent: &ResourceRef,
+    ) -> impl Iterator<Item = &'a RouteSpec> + 'a {
+        self.routes_by_parent
+            .get(parent)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.routes.get(k))
+            .filter(|r| r.error.is_none())
+    }
+}
+
 pub fn resource_ref(meta: &ObjectMeta) -> ResourceRef {
     ResourceRef::new(
         meta.namespace.clone().unwrap_or_default(),

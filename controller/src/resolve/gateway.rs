@@ -302,14 +302,7 @@ pub fn gateway(store: &Store, gw_ref: &ResourceRef) -> Option<GatewayPolicy> {
             tcp_routes: Vec::new(),
         });
     }
-    let mut attached: Vec<&RouteSpec> = store
-        .routes_by_parent
-        .get(gw_ref)
-        .into_iter()
-        .flatten()
-        .filter_map(|k| store.routes.get(k))
-        .filter(|r| r.error.is_none())
-        .collect();
+    let mut attached: Vec<&RouteSpec> = store.accepted_routes_of(gw_ref).collect();
     attached.sort_by(|a, b| a.meta.precedence_key().cmp(&b.meta.precedence_key()));
     for route in attached {
         for parent in route
@@ -399,20 +392,12 @@ pub fn route_parent(
 pub fn statuses(store: &Store) -> Vec<ObjectStatus> {
     let mut out = Vec::new();
     for (name, class) in store.gateway_classes.iter().filter(|(_, c)| c.ours) {
-        out.push(ObjectStatus {
-            kind: "GatewayClass".into(),
-            namespace: String::new(),
-            name: name.clone(),
-            parents: None,
-            conditions: Some(vec![Condition::new(
-                "Accepted",
-                true,
-                "Accepted",
-                "Trellis serves this class",
-                class.generation,
-            )]),
-            extra: None,
-        });
+        out.push(ObjectStatus::served(
+            "GatewayClass",
+            name,
+            "Trellis serves this class",
+            class.generation,
+        ));
     }
     for gw_ref in store.gateways.keys() {
         let Some(gw) = ours(store, gw_ref) else {
@@ -427,12 +412,7 @@ pub fn statuses(store: &Store) -> Vec<ObjectStatus> {
                 .map(|k| serde_json::json!({"group": GATEWAY_GROUP, "kind": k.as_str()}))
                 .collect();
             let attached = store
-                .routes_by_parent
-                .get(gw_ref)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| store.routes.get(k))
-                .filter(|r| r.error.is_none())
+                .accepted_routes_of(gw_ref)
                 .filter(|r| {
                     r.parents.iter().any(|p| {
                         p.is_gateway()
@@ -501,12 +481,13 @@ pub fn statuses(store: &Store) -> Vec<ObjectStatus> {
             )
         };
         out.push(ObjectStatus {
-            kind: "Gateway".into(),
-            namespace: gw_ref.namespace.clone(),
-            name: gw_ref.name.clone(),
-            parents: None,
-            conditions: Some(vec![accepted, programmed(store, gw_ref, g)]),
             extra: Some(serde_json::json!({ "listeners": listeners })),
+            ..ObjectStatus::of(
+                "Gateway",
+                &gw_ref.namespace,
+                &gw_ref.name,
+                vec![accepted, programmed(store, gw_ref, g)],
+            )
         });
     }
     out

@@ -43,12 +43,7 @@ pub fn outbound(store: &Store, target: SocketAddr, client_ns: &str) -> Option<Ou
     let own_backend = Backend::Service(backend::service_backend(store, service, svc, port));
 
     let attached: Vec<(&RouteSpec, &ParentRef)> = store
-        .routes_by_parent
-        .get(service)
-        .into_iter()
-        .flatten()
-        .filter_map(|k| store.routes.get(k))
-        .filter(|r| r.error.is_none())
+        .accepted_routes_of(service)
         .filter_map(|r| Some((r, attached_parent(r, service, port.port, &port.name)?)))
         .collect();
     let consumer: Vec<_> = attached
@@ -132,6 +127,29 @@ fn session(
     })
 }
 
+/// A route's HTTP or gRPC rules with their references resolved; the policy
+/// model has a rule type for each (`$rule`), with the same fields.
+macro_rules! resolved_rules {
+    ($rule:ident, $store:expr, $route:expr, $parent:expr, $rules:expr) => {{
+        let (store, route, parent) = ($store, $route, $parent);
+        $rules
+            .iter()
+            .map(|r| {
+                let backends = http_backends(store, route, parent, &r.backends);
+                $rule {
+                    name: r.name.clone(),
+                    matches: r.matches.clone(),
+                    filters: backend::filters(store, route, parent, &r.filters),
+                    session_persistence: session(store, &r.session_persistence, &backends),
+                    backends,
+                    timeouts: r.timeouts,
+                    retry: r.retry.clone(),
+                }
+            })
+            .collect()
+    }};
+}
+
 /// An HTTPRoute with its references resolved. Hostnames are kept for
 /// Gateway parents only: in the mesh the ClusterIP a request was sent to
 /// selects the policy, not its Host header.
@@ -143,21 +161,7 @@ pub fn http_route(store: &Store, route: &RouteSpec, parent: Option<&ParentRef>) 
     HttpRoute {
         meta: route.meta.clone(),
         hostnames: hostnames_for(route, parent),
-        rules: rules
-            .iter()
-            .map(|r| {
-                let backends = http_backends(store, route, parent, &r.backends);
-                HttpRule {
-                    name: r.name.clone(),
-                    matches: r.matches.clone(),
-                    filters: backend::filters(store, route, parent, &r.filters),
-                    session_persistence: session(store, &r.session_persistence, &backends),
-                    backends,
-                    timeouts: r.timeouts,
-                    retry: r.retry.clone(),
-                }
-            })
-            .collect(),
+        rules: resolved_rules!(HttpRule, store, route, parent, rules),
     }
 }
 
@@ -169,21 +173,7 @@ pub fn grpc_route(store: &Store, route: &RouteSpec, parent: Option<&ParentRef>) 
     GrpcRoute {
         meta: route.meta.clone(),
         hostnames: hostnames_for(route, parent),
-        rules: rules
-            .iter()
-            .map(|r| {
-                let backends = http_backends(store, route, parent, &r.backends);
-                GrpcRule {
-                    name: r.name.clone(),
-                    matches: r.matches.clone(),
-                    filters: backend::filters(store, route, parent, &r.filters),
-                    session_persistence: session(store, &r.session_persistence, &backends),
-                    backends,
-                    timeouts: r.timeouts,
-                    retry: r.retry.clone(),
-                }
-            })
-            .collect(),
+        rules: resolved_rules!(GrpcRule, store, route, parent, rules),
     }
 }
 

@@ -142,18 +142,10 @@ pub fn grpc_route(route: &GrpcRoute) -> RouteSpec {
                     backend_ref!(b, ns, weight(b.weight), fs)
                 })
                 .collect();
-            let session_persistence = rule.session_persistence.as_ref().map(|s| {
-                session(
-                    &mut p,
-                    s.session_name.clone(),
-                    s.r#type.as_ref().map(wire_name),
-                    s.absolute_timeout.as_ref(),
-                    s.cookie_config
-                        .as_ref()
-                        .and_then(|c| c.lifetime_type.as_ref())
-                        .map(wire_name),
-                )
-            });
+            let session_persistence = rule
+                .session_persistence
+                .as_ref()
+                .map(|s| session_persistence!(&mut p, s));
             GrpcRuleSpec {
                 name: rule.name.clone(),
                 matches,

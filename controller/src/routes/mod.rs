@@ -144,27 +144,46 @@ pub enum Filter {
     },
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HttpRuleSpec {
+/// An HTTPRoute or GRPCRoute rule: the two differ only in how they match
+/// and retry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleSpec<M, R> {
     pub name: Option<String>,
-    pub matches: Vec<HttpMatch>,
+    pub matches: Vec<M>,
     pub filters: Vec<Filter>,
     pub backends: Vec<BackendRef>,
     pub timeouts: Timeouts,
-    pub retry: Option<HttpRetry>,
+    pub retry: Option<R>,
     pub session_persistence: Option<SessionPersistence>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GrpcRuleSpec {
-    pub name: Option<String>,
-    pub matches: Vec<GrpcMatch>,
-    pub filters: Vec<Filter>,
-    pub backends: Vec<BackendRef>,
-    pub timeouts: Timeouts,
-    pub retry: Option<GrpcRetry>,
-    pub session_persistence: Option<SessionPersistence>,
+impl<M, R> RuleSpec<M, R> {
+    /// The rule's filters, then those of each backend in turn.
+    pub fn all_filters(&self) -> impl Iterator<Item = &Filter> {
+        self.filters
+            .iter()
+            .chain(self.backends.iter().flat_map(|b| &b.filters))
+    }
+
+    /// Every backend reference of the rule, mirrors included: the rule's
+    /// mirrors, then each backend followed by its own mirrors.
+    fn backend_refs<'a>(&'a self, out: &mut Vec<&'a BackendRef>) {
+        let mirrors = |fs: &'a [Filter]| {
+            fs.iter().filter_map(|f| match f {
+                Filter::Mirror { backend, .. } => Some(backend),
+                Filter::Ready(_) => None,
+            })
+        };
+        out.extend(mirrors(&self.filters));
+        for b in &self.backends {
+            out.push(b);
+            out.extend(mirrors(&b.filters));
+        }
+    }
 }
+
+pub type HttpRuleSpec = RuleSpec<HttpMatch, HttpRetry>;
+pub type GrpcRuleSpec = RuleSpec<GrpcMatch, GrpcRetry>;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OpaqueRuleSpec {
@@ -188,31 +207,10 @@ impl RouteSpec {
 
     /// Every backend reference of the route, mirrors included.
     pub fn backend_refs(&self) -> Vec<&BackendRef> {
-        fn with_mirrors<'a>(
-            out: &mut Vec<&'a BackendRef>,
-            filters: &'a [Filter],
-            backends: &'a [BackendRef],
-        ) {
-            let mirrors = |fs: &'a [Filter]| {
-                fs.iter().filter_map(|f| match f {
-                    Filter::Mirror { backend, .. } => Some(backend),
-                    Filter::Ready(_) => None,
-                })
-            };
-            out.extend(mirrors(filters));
-            for b in backends {
-                out.push(b);
-                out.extend(mirrors(&b.filters));
-            }
-        }
         let mut out = Vec::new();
         match &self.rules {
-            Rules::Http(rules) => rules
-                .iter()
-                .for_each(|r| with_mirrors(&mut out, &r.filters, &r.backends)),
-            Rules::Grpc(rules) => rules
-                .iter()
-                .for_each(|r| with_mirrors(&mut out, &r.filters, &r.backends)),
+            Rules::Http(rules) => rules.iter().for_each(|r| r.backend_refs(&mut out)),
+            Rules::Grpc(rules) => rules.iter().for_each(|r| r.backend_refs(&mut out)),
             Rules::Opaque(rules) => rules.iter().for_each(|r| out.extend(&r.backends)),
         }
         out
@@ -498,6 +496,24 @@ macro_rules! header_matches {
     }};
 }
 
+/// A rule's `sessionPersistence`; HTTPRoute and GRPCRoute spell it alike
+/// in types of their own.
+macro_rules! session_persistence {
+    ($p:expr, $s:expr) => {{
+        let s = $s;
+        session(
+            $p,
+            s.session_name.clone(),
+            s.r#type.as_ref().map(wire_name),
+            s.absolute_timeout.as_ref(),
+            s.cookie_config
+                .as_ref()
+                .and_then(|c| c.lifetime_type.as_ref())
+                .map(wire_name),
+        )
+    }};
+}
+
 /// A rule with a `ReplacePrefixMatch` needs every match to be a path
 /// prefix; the spec makes such a rule invalid otherwise.
 fn check_prefix_rewrites(filters: &mut [Filter], matches: &[HttpMatch]) {
@@ -628,18 +644,10 @@ pub fn http_route(route: &HttpRoute) -> RouteSpec {
                 attempts: r.attempts.and_then(|a| u32::try_from(a).ok()).unwrap_or(2),
                 backoff: parse_duration(&mut p, "retry.backoff", r.backoff.as_ref()),
             });
-            let session_persistence = rule.session_persistence.as_ref().map(|s| {
-                session(
-                    &mut p,
-                    s.session_name.clone(),
-                    s.r#type.as_ref().map(wire_name),
-                    s.absolute_timeout.as_ref(),
-                    s.cookie_config
-                        .as_ref()
-                        .and_then(|c| c.lifetime_type.as_ref())
-                        .map(wire_name),
-                )
-            });
+            let session_persistence = rule
+                .session_persistence
+                .as_ref()
+                .map(|s| session_persistence!(&mut p, s));
             HttpRuleSpec {
                 name: rule.name.clone(),
                 matches,

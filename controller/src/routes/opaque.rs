@@ -2,22 +2,28 @@
 
 use super::*;
 
+/// TCPRoute and TLSRoute rules, alike but for their types: a name and
+/// backends without filters.
+macro_rules! opaque_rules {
+    ($rules:expr, $ns:expr) => {
+        $rules
+            .iter()
+            .map(|r| OpaqueRuleSpec {
+                name: r.name.clone(),
+                backends: r
+                    .backend_refs
+                    .iter()
+                    .map(|b| backend_ref!(b, $ns, weight(b.weight), Vec::new()))
+                    .collect(),
+            })
+            .collect()
+    };
+}
+
 /// Converts a TCPRoute.
 pub fn tcp_route(route: &crd::TcpRoute) -> RouteSpec {
     let ns = route.namespace().unwrap_or_default();
-    let rules = route
-        .spec
-        .rules
-        .iter()
-        .map(|r| OpaqueRuleSpec {
-            name: r.name.clone(),
-            backends: r
-                .backend_refs
-                .iter()
-                .map(|b| backend_ref!(b, ns, weight(b.weight), Vec::new()))
-                .collect(),
-        })
-        .collect();
+    let rules = opaque_rules!(route.spec.rules, ns);
     RouteSpec {
         meta: meta_of(RouteKind::TcpRoute, &route.metadata),
         generation: route.metadata.generation,
@@ -32,19 +38,7 @@ pub fn tcp_route(route: &crd::TcpRoute) -> RouteSpec {
 pub fn tls_route(route: &TlsRoute) -> RouteSpec {
     let ns = route.namespace().unwrap_or_default();
     let mut p = Problems::default();
-    let rules = route
-        .spec
-        .rules
-        .iter()
-        .map(|r| OpaqueRuleSpec {
-            name: r.name.clone(),
-            backends: r
-                .backend_refs
-                .iter()
-                .map(|b| backend_ref!(b, ns, weight(b.weight), Vec::new()))
-                .collect(),
-        })
-        .collect();
+    let rules = opaque_rules!(route.spec.rules, ns);
     let hostnames = hostnames(&mut p, &route.spec.hostnames);
     RouteSpec {
         meta: meta_of(RouteKind::TlsRoute, &route.metadata),
