@@ -1,63 +1,13 @@
 //! gRPC routes.
 
 use super::{
-    ConvertError, Result, duration_to_proto, enumeration,
-    http::{regex, timeouts_from_proto, timeouts_to_proto},
-    meta::optional_duration,
-    optional, repeated, required, to_repeated,
+    ConvertError, Result, duration_to_proto, enumeration, http::regex, meta::optional_duration,
+    optional, repeated, to_repeated,
 };
 use crate::proto::policy as pb;
-use trellis_policy::{GrpcMatch, GrpcMethodMatch, GrpcRetry, GrpcRoute, GrpcRule};
+use trellis_policy::{GrpcMatch, GrpcMethodMatch, GrpcRetry};
 
-impl From<&GrpcRoute> for pb::GrpcRoute {
-    fn from(r: &GrpcRoute) -> Self {
-        Self {
-            meta: Some((&r.meta).into()),
-            hostnames: to_repeated(&r.hostnames),
-            rules: to_repeated(&r.rules),
-        }
-    }
-}
-
-impl TryFrom<pb::GrpcRoute> for GrpcRoute {
-    type Error = ConvertError;
-    fn try_from(r: pb::GrpcRoute) -> Result<Self> {
-        Ok(Self {
-            meta: required("meta", r.meta)?,
-            hostnames: repeated("hostnames", r.hostnames)?,
-            rules: repeated("rules", r.rules)?,
-        })
-    }
-}
-
-impl From<&GrpcRule> for pb::GrpcRule {
-    fn from(r: &GrpcRule) -> Self {
-        Self {
-            name: r.name.clone(),
-            matches: to_repeated(&r.matches),
-            filters: to_repeated(&r.filters),
-            backends: to_repeated(&r.backends),
-            timeouts: timeouts_to_proto(&r.timeouts),
-            retry: r.retry.as_ref().map(Into::into),
-            session_persistence: r.session_persistence.as_ref().map(Into::into),
-        }
-    }
-}
-
-impl TryFrom<pb::GrpcRule> for GrpcRule {
-    type Error = ConvertError;
-    fn try_from(r: pb::GrpcRule) -> Result<Self> {
-        Ok(Self {
-            name: r.name,
-            matches: repeated("matches", r.matches)?,
-            filters: repeated("filters", r.filters)?,
-            backends: repeated("backends", r.backends)?,
-            timeouts: timeouts_from_proto("timeouts", r.timeouts)?,
-            retry: optional("retry", r.retry)?,
-            session_persistence: optional("session_persistence", r.session_persistence)?,
-        })
-    }
-}
+route_conversions!(GrpcRoute, GrpcRule);
 
 impl From<&GrpcMatch> for pb::GrpcMatch {
     fn from(m: &GrpcMatch) -> Self {

@@ -7,60 +7,11 @@ use super::{
 };
 use crate::proto::policy as pb;
 use trellis_policy::{
-    HeaderMatch, HttpBackend, HttpMatch, HttpRetry, HttpRoute, HttpRule, PathMatch,
-    QueryParamMatch, SessionPersistence, SessionPersistenceKind, Timeouts, ValueMatch,
-    regex::Regex,
+    HeaderMatch, HttpBackend, HttpMatch, HttpRetry, PathMatch, QueryParamMatch, SessionPersistence,
+    SessionPersistenceKind, Timeouts, ValueMatch, regex::Regex,
 };
 
-impl From<&HttpRoute> for pb::HttpRoute {
-    fn from(r: &HttpRoute) -> Self {
-        Self {
-            meta: Some((&r.meta).into()),
-            hostnames: to_repeated(&r.hostnames),
-            rules: to_repeated(&r.rules),
-        }
-    }
-}
-
-impl TryFrom<pb::HttpRoute> for HttpRoute {
-    type Error = ConvertError;
-    fn try_from(r: pb::HttpRoute) -> Result<Self> {
-        Ok(Self {
-            meta: required("meta", r.meta)?,
-            hostnames: repeated("hostnames", r.hostnames)?,
-            rules: repeated("rules", r.rules)?,
-        })
-    }
-}
-
-impl From<&HttpRule> for pb::HttpRule {
-    fn from(r: &HttpRule) -> Self {
-        Self {
-            name: r.name.clone(),
-            matches: to_repeated(&r.matches),
-            filters: to_repeated(&r.filters),
-            backends: to_repeated(&r.backends),
-            timeouts: timeouts_to_proto(&r.timeouts),
-            retry: r.retry.as_ref().map(Into::into),
-            session_persistence: r.session_persistence.as_ref().map(Into::into),
-        }
-    }
-}
-
-impl TryFrom<pb::HttpRule> for HttpRule {
-    type Error = ConvertError;
-    fn try_from(r: pb::HttpRule) -> Result<Self> {
-        Ok(Self {
-            name: r.name,
-            matches: repeated("matches", r.matches)?,
-            filters: repeated("filters", r.filters)?,
-            backends: repeated("backends", r.backends)?,
-            timeouts: timeouts_from_proto("timeouts", r.timeouts)?,
-            retry: optional("retry", r.retry)?,
-            session_persistence: optional("session_persistence", r.session_persistence)?,
-        })
-    }
-}
+route_conversions!(HttpRoute, HttpRule);
 
 impl From<&HttpBackend> for pb::HttpBackend {
     fn from(b: &HttpBackend) -> Self {

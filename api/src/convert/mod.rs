@@ -31,6 +31,67 @@
 //! The top-level policies root their error paths at `outbound`, `inbound`
 //! and `gateway`.
 
+/// The conversions of a route and of its rules. HTTPRoute and GRPCRoute
+/// carry the same fields in the model and on the wire (only their match and
+/// retry messages differ), so one body serves both and a field added to
+/// both kinds is converted in one place.
+macro_rules! route_conversions {
+    ($route:ident, $rule:ident) => {
+        impl From<&trellis_policy::$route> for $crate::proto::policy::$route {
+            fn from(r: &trellis_policy::$route) -> Self {
+                Self {
+                    meta: Some((&r.meta).into()),
+                    hostnames: super::to_repeated(&r.hostnames),
+                    rules: super::to_repeated(&r.rules),
+                }
+            }
+        }
+
+        impl TryFrom<$crate::proto::policy::$route> for trellis_policy::$route {
+            type Error = super::ConvertError;
+            fn try_from(r: $crate::proto::policy::$route) -> super::Result<Self> {
+                Ok(Self {
+                    meta: super::required("meta", r.meta)?,
+                    hostnames: super::repeated("hostnames", r.hostnames)?,
+                    rules: super::repeated("rules", r.rules)?,
+                })
+            }
+        }
+
+        impl From<&trellis_policy::$rule> for $crate::proto::policy::$rule {
+            fn from(r: &trellis_policy::$rule) -> Self {
+                Self {
+                    name: r.name.clone(),
+                    matches: super::to_repeated(&r.matches),
+                    filters: super::to_repeated(&r.filters),
+                    backends: super::to_repeated(&r.backends),
+                    timeouts: super::http::timeouts_to_proto(&r.timeouts),
+                    retry: r.retry.as_ref().map(Into::into),
+                    session_persistence: r.session_persistence.as_ref().map(Into::into),
+                }
+            }
+        }
+
+        impl TryFrom<$crate::proto::policy::$rule> for trellis_policy::$rule {
+            type Error = super::ConvertError;
+            fn try_from(r: $crate::proto::policy::$rule) -> super::Result<Self> {
+                Ok(Self {
+                    name: r.name,
+                    matches: super::repeated("matches", r.matches)?,
+                    filters: super::repeated("filters", r.filters)?,
+                    backends: super::repeated("backends", r.backends)?,
+                    timeouts: super::http::timeouts_from_proto("timeouts", r.timeouts)?,
+                    retry: super::optional("retry", r.retry)?,
+                    session_persistence: super::optional(
+                        "session_persistence",
+                        r.session_persistence,
+                    )?,
+                })
+            }
+        }
+    };
+}
+
 mod backend;
 mod discovery;
 mod error;
