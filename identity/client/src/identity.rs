@@ -185,6 +185,15 @@ impl Identity {
             tx,
             metrics.clone(),
         ));
+        Self::from_parts(id, certs, bundle, metrics)
+    }
+
+    fn from_parts(
+        id: SpiffeId,
+        certs: CertWatch,
+        bundle: BundleWatch,
+        metrics: TlsMetrics,
+    ) -> Self {
         Self {
             id,
             certs,
@@ -203,13 +212,7 @@ impl Identity {
         let (bundle_tx, bundle) = watch::channel(Some(Arc::new(bundle)));
         // The receivers outlive the senders, and keep the last value.
         drop((cert_tx, bundle_tx));
-        Self {
-            id,
-            certs,
-            bundle,
-            metrics,
-            mesh_server: Arc::default(),
-        }
+        Self::from_parts(id, certs, bundle, metrics)
     }
 
     pub fn id(&self) -> &SpiffeId {

@@ -8,14 +8,21 @@ use tokio::time::sleep;
 use super::id;
 use crate::cert::CertError;
 use crate::testing::{TestCa, TestCertifier};
+use crate::tls::BundleWatch;
 use crate::{Identity, KeyRequest, Renewal, TlsMetrics};
 
 const LIFETIME: Duration = Duration::from_secs(1000);
 
 fn start(ca: &Arc<TestCa>) -> (Identity, TestCertifier, TlsMetrics) {
+    let (_tx, bundle) = watch::channel(Some(Arc::new(ca.bundle())));
+    start_with(ca, bundle)
+}
+
+/// An identity renewing through `ca` with the trust bundle `bundle`; its
+/// renewal task first runs at the test's next await.
+fn start_with(ca: &Arc<TestCa>, bundle: BundleWatch) -> (Identity, TestCertifier, TlsMetrics) {
     let me = id("shop", "web");
     let certifier = TestCertifier::new(ca.clone(), me.clone(), LIFETIME);
-    let (_tx, bundle) = watch::channel(Some(Arc::new(ca.bundle())));
     let metrics = TlsMetrics::default();
     let identity = Identity::with_certifier(
         me,
@@ -89,17 +96,8 @@ async fn keeps_the_certificate_until_expiry_while_identity_is_unreachable() {
 #[tokio::test(start_paused = true)]
 async fn backoff_grows_and_is_capped() {
     let ca = Arc::new(TestCa::new("cluster.local"));
-    let me = id("shop", "web");
-    let certifier = TestCertifier::new(ca.clone(), me.clone(), LIFETIME);
+    let (identity, certifier, _) = start(&ca);
     certifier.set_unreachable(true);
-    let (_tx, bundle) = watch::channel(Some(Arc::new(ca.bundle())));
-    let identity = Identity::with_certifier(
-        me,
-        bundle,
-        certifier.clone(),
-        Renewal::default(),
-        TlsMetrics::default(),
-    );
     // Delays 1, 2, 4, 8, 16, 32, 60, 60 … s, each shortened by up to 25 %:
     // in ten minutes, 15 requests (no delay shortened) to 19 (all by 25 %).
     sleep(Duration::from_secs(600)).await;
@@ -111,16 +109,8 @@ async fn backoff_grows_and_is_capped() {
 #[tokio::test(start_paused = true)]
 async fn waits_for_the_trust_bundle_before_asking() {
     let ca = Arc::new(TestCa::new("cluster.local"));
-    let me = id("shop", "web");
-    let certifier = TestCertifier::new(ca.clone(), me.clone(), LIFETIME);
     let (tx, bundle) = watch::channel(None);
-    let identity = Identity::with_certifier(
-        me,
-        bundle,
-        certifier.clone(),
-        Renewal::default(),
-        TlsMetrics::default(),
-    );
+    let (identity, certifier, _) = start_with(&ca, bundle);
     sleep(Duration::from_secs(30)).await;
     assert_eq!(certifier.requests(), 0);
     tx.send_replace(Some(Arc::new(ca.bundle())));
