@@ -72,6 +72,26 @@ pub struct Drain {
     pub tracker: TaskTracker,
 }
 
+impl Drain {
+    /// Stops the listeners and waits up to `grace` for the connections in
+    /// flight; returns whether they all finished in time (those left are
+    /// closed when the runtime stops).
+    pub async fn finish(&self, grace: Duration) -> bool {
+        self.token.cancel();
+        self.tracker.close();
+        let finished = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!(
+                open = self.tracker.len(),
+                "grace period over; closing the remaining connections"
+            );
+        }
+        finished
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -241,17 +261,7 @@ impl Sidecar {
     /// period, then stops the admin listener. Returns whether everything
     /// finished in time.
     pub async fn drain(self) -> bool {
-        self.drain.token.cancel();
-        self.drain.tracker.close();
-        let finished = tokio::time::timeout(self.grace, self.drain.tracker.wait())
-            .await
-            .is_ok();
-        if !finished {
-            tracing::warn!(
-                open = self.drain.tracker.len(),
-                "grace period over; closing the remaining connections"
-            );
-        }
+        let finished = self.drain.finish(self.grace).await;
         self.admin_stop.cancel();
         finished
     }

@@ -13,6 +13,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
 };
+use tokio_util::sync::CancellationToken;
 
 /// The address an application connected to before iptables redirected the
 /// connection to the proxy (or the listener's fixed target).
@@ -56,6 +57,30 @@ fn bind_exact(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// The next connection of `listener`, with `TCP_NODELAY` set, or `None`
+/// once `stop` is cancelled. An accept error (descriptors exhausted, a
+/// connection reset before it was taken) is logged and retried after a
+/// short pause, so a burst of them neither ends the listener nor spins.
+pub async fn accept(listener: &TcpListener, stop: &CancellationToken) -> Option<TcpStream> {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stop.cancelled() => return None,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                let _ = tcp.set_nodelay(true);
+                return Some(tcp);
+            }
+            Err(e) => {
+                let local = listener.local_addr().ok();
+                tracing::warn!(listener = ?local, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// The original destination of an accepted connection: `SO_ORIGINAL_DST`
 /// (or `IP6T_SO_ORIGINAL_DST`) when iptables redirected it, else the local
 /// address the client reached (a connection nobody redirected, such as a
@@ -73,6 +98,15 @@ pub fn orig_dst(stream: &TcpStream) -> io::Result<OrigDst> {
         None => unmap(local),
     };
     Ok(OrigDst(addr))
+}
+
+/// `fixed` when the listener has a fixed target (the proxy run without
+/// iptables), else [`orig_dst`].
+pub fn orig_dst_or(stream: &TcpStream, fixed: Option<SocketAddr>) -> io::Result<OrigDst> {
+    match fixed {
+        Some(addr) => Ok(OrigDst(addr)),
+        None => orig_dst(stream),
+    }
 }
 
 /// Turns `::ffff:a.b.c.d` into `a.b.c.d` so dual-stack listeners report the

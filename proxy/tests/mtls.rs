@@ -168,6 +168,8 @@ async fn ping(entry: SocketAddr) -> Option<Vec<u8>> {
 /// 9000) behind Services at `cluster_ip(n, 80)` (HTTP) and
 /// `cluster_ip(n, 90)` (opaque TCP), announced as `shop/web`.
 struct World {
+    n: u8,
+    ca: TestCa,
     cp: ControlPlane,
     source: SourceConfig,
     http: Target,
@@ -195,11 +197,30 @@ async fn world(n: u8) -> World {
     let source = SourceConfig::Controller(running.addr.to_string());
     std::mem::forget(running);
     World {
+        n,
+        ca: TestCa::new("cluster.local"),
         cp,
         source,
         http,
         tcp,
         hits,
+    }
+}
+
+impl World {
+    /// Pod 1, the Service's endpoint, as `shop/<sa>` of the mesh's CA, with
+    /// fixed plaintext inbound listeners to the application ports `inbound`.
+    async fn server(&self, sa: &str, inbound: &[u16]) -> Sidecar {
+        let identity = certified(&self.ca, "shop", sa);
+        sidecar(pod(self.n, 1), &self.source, &[], inbound, identity).await
+    }
+
+    /// Pod `i`, a client as `shop/<sa>` of the mesh's CA, with fixed
+    /// outbound listeners for the HTTP target, then the opaque one.
+    async fn client(&self, i: u8, sa: &str) -> Sidecar {
+        let identity = certified(&self.ca, "shop", sa);
+        let targets = [self.http, self.tcp];
+        sidecar(pod(self.n, i), &self.source, &targets, &[], identity).await
     }
 }
 
@@ -234,23 +255,8 @@ fn handshakes(s: &Sidecar, direction: Direction, outcome: HandshakeOutcome) -> u
 async fn mtls_between_sidecars_tells_the_app_the_verified_caller() {
     let n = 60;
     let w = world(n).await;
-    let ca = TestCa::new("cluster.local");
-    let server = sidecar(
-        pod(n, 1),
-        &w.source,
-        &[],
-        &[],
-        certified(&ca, "shop", "web"),
-    )
-    .await;
-    let client = sidecar(
-        pod(n, 2),
-        &w.source,
-        &[w.http, w.tcp],
-        &[],
-        certified(&ca, "shop", "client"),
-    )
-    .await;
+    let server = w.server("web", &[]).await;
+    let client = w.client(2, "client").await;
     let (status, _, body) = get_as(client.outbound_fixed[0]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -292,24 +298,9 @@ async fn mtls_between_sidecars_tells_the_app_the_verified_caller() {
 async fn a_server_that_is_not_the_announced_identity_is_refused() {
     let n = 61;
     let w = world(n).await;
-    let ca = TestCa::new("cluster.local");
     // The controller announced shop/web; this pod holds shop/impostor.
-    let server = sidecar(
-        pod(n, 1),
-        &w.source,
-        &[],
-        &[],
-        certified(&ca, "shop", "impostor"),
-    )
-    .await;
-    let client = sidecar(
-        pod(n, 2),
-        &w.source,
-        &[w.http, w.tcp],
-        &[],
-        certified(&ca, "shop", "client"),
-    )
-    .await;
+    let server = w.server("impostor", &[]).await;
+    let client = w.client(2, "client").await;
     let (status, why, _) = get_as(client.outbound_fixed[0]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{why:?}");
     assert!(
@@ -336,18 +327,11 @@ async fn a_server_that_is_not_the_announced_identity_is_refused() {
 async fn a_client_of_a_foreign_ca_is_refused() {
     let n = 62;
     let w = world(n).await;
-    let ca = TestCa::new("cluster.local");
     let foreign = TestCa::new("cluster.local");
-    let server = sidecar(
-        pod(n, 1),
-        &w.source,
-        &[],
-        &[],
-        certified(&ca, "shop", "web"),
-    )
-    .await;
+    let server = w.server("web", &[]).await;
     // It trusts the mesh's anchor, but its own certificate is not the mesh's.
-    let both = TrustBundle::from_der(vec![ca.anchor().clone(), foreign.anchor().clone()]).unwrap();
+    let both =
+        TrustBundle::from_der(vec![w.ca.anchor().clone(), foreign.anchor().clone()]).unwrap();
     let stranger = Identity::fixed(
         foreign.certificate(&id("shop", "client"), HOUR),
         both,
@@ -377,25 +361,10 @@ async fn strict_mode_closes_plaintext_and_keeps_mtls() {
     let n = 63;
     let w = world(n).await;
     w.cp.set_inbound(inbound(8080, MtlsMode::Strict, &[]));
-    let ca = TestCa::new("cluster.local");
     // The fixed inbound listener stands for a plaintext client redirected
     // to the proxy (an unmeshed pod calling this one).
-    let server = sidecar(
-        pod(n, 1),
-        &w.source,
-        &[],
-        &[8080],
-        certified(&ca, "shop", "web"),
-    )
-    .await;
-    let client = sidecar(
-        pod(n, 2),
-        &w.source,
-        &[w.http],
-        &[],
-        certified(&ca, "shop", "client"),
-    )
-    .await;
+    let server = w.server("web", &[8080]).await;
+    let client = w.client(2, "client").await;
     let plaintext = server.inbound_fixed[0];
 
     let mut tcp = TcpStream::connect(plaintext).await.unwrap();
@@ -448,31 +417,9 @@ async fn authorization_allows_matching_sources_for_http_and_tcp() {
     ))];
     w.cp.set_inbound(inbound(8080, MtlsMode::Permissive, &allowed));
     w.cp.set_inbound(inbound(9000, MtlsMode::Permissive, &allowed));
-    let ca = TestCa::new("cluster.local");
-    let server = sidecar(
-        pod(n, 1),
-        &w.source,
-        &[],
-        &[8080],
-        certified(&ca, "shop", "web"),
-    )
-    .await;
-    let friend = sidecar(
-        pod(n, 2),
-        &w.source,
-        &[w.http, w.tcp],
-        &[],
-        certified(&ca, "shop", "client"),
-    )
-    .await;
-    let other = sidecar(
-        pod(n, 3),
-        &w.source,
-        &[w.http, w.tcp],
-        &[],
-        certified(&ca, "shop", "other"),
-    )
-    .await;
+    let server = w.server("web", &[8080]).await;
+    let friend = w.client(2, "client").await;
+    let other = w.client(3, "other").await;
 
     let (status, _, body) = get_as(friend.outbound_fixed[0]).await;
     assert_eq!(

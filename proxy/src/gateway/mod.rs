@@ -197,17 +197,7 @@ impl Gateway {
     /// whether everything finished in time.
     pub async fn drain(self) -> bool {
         self.follow.abort();
-        self.drain.token.cancel();
-        self.drain.tracker.close();
-        let finished = tokio::time::timeout(self.grace, self.drain.tracker.wait())
-            .await
-            .is_ok();
-        if !finished {
-            tracing::warn!(
-                open = self.drain.tracker.len(),
-                "grace period over; closing the remaining connections"
-            );
-        }
+        let finished = self.drain.finish(self.grace).await;
         self.admin_stop.cancel();
         finished
     }
@@ -269,7 +259,7 @@ impl Ports {
                         port: number,
                         addr,
                         state: ArcSwap::new(state),
-                        stop: CancellationToken::new(),
+                        stop: self.drain.token.child_token(),
                     });
                     tokio::spawn(
                         port.clone()

@@ -233,28 +233,15 @@ pub struct Port {
     pub addr: SocketAddr,
     pub state: ArcSwap<PortState>,
     /// Stops accepting (the port left the configuration); connections
-    /// already accepted go on.
+    /// already accepted go on. A child of the gateway's drain token, so a
+    /// drain stops it too.
     pub stop: CancellationToken,
 }
 
 impl Port {
     /// Accepts until the port is removed or the gateway drains.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shared: Arc<Shared>, drain: Drain) {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = self.stop.cancelled() => return,
-                () = drain.token.cancelled() => return,
-            };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(port = self.port, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+        while let Some(tcp) = transport::accept(&listener, &self.stop).await {
             let (port, shared, token) = (self.clone(), shared.clone(), drain.token.clone());
             drain
                 .tracker

@@ -35,7 +35,7 @@ use crate::{
     mesh::{self, Accept, Kind, Preamble},
     metrics::{self, Direction, Metrics, Name, RouteLabels, RouteMetrics, TcpLabels},
     outbound::protocol_name,
-    transport::{self, OrigDst},
+    transport,
     upstream::{self, Upstream, Upstreams},
 };
 use bytes::Bytes;
@@ -81,29 +81,13 @@ impl Inbound {
         drain: Drain,
     ) {
         let local = listener.local_addr().ok();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = drain.token.cancelled() => return,
-            };
-            let (tcp, _) = match accepted {
-                Ok(a) => a,
+        while let Some(tcp) = transport::accept(&listener, &drain.token).await {
+            let orig = match transport::orig_dst_or(&tcp, fixed) {
+                Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tracing::warn!(error = %e, "no original destination");
                     continue;
                 }
-            };
-            let _ = tcp.set_nodelay(true);
-            let orig = match fixed {
-                Some(app) => OrigDst(app),
-                None => match transport::orig_dst(&tcp) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no original destination");
-                        continue;
-                    }
-                },
             };
             let from_peer = fixed.is_none() && local.map(|l| l.port()) == Some(orig.0.port());
             let this = self.clone();

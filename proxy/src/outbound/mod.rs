@@ -50,29 +50,13 @@ impl Outbound {
         fixed: Option<SocketAddr>,
         drain: Drain,
     ) {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = drain.token.cancelled() => return,
-            };
-            let (tcp, _client) = match accepted {
-                Ok(a) => a,
+        while let Some(tcp) = transport::accept(&listener, &drain.token).await {
+            let orig = match transport::orig_dst_or(&tcp, fixed) {
+                Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tracing::warn!(error = %e, "no original destination");
                     continue;
                 }
-            };
-            let _ = tcp.set_nodelay(true);
-            let orig = match fixed {
-                Some(t) => OrigDst(t),
-                None => match transport::orig_dst(&tcp) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no original destination");
-                        continue;
-                    }
-                },
             };
             if fixed.is_none() && tcp.local_addr().ok().map(transport::unmap) == Some(orig.0) {
                 // Not redirected: forwarding would connect back to ourselves.

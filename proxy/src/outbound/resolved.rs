@@ -131,59 +131,26 @@ impl Resolved {
             Backend::Invalid { .. } => None,
         };
         let default = backend(&p.backend);
-        let rules =
-            |label: String,
-             filters: &[HttpFilter],
-             backends: &[HttpBackend],
-             backend: &mut dyn FnMut(&Backend) -> Option<Arc<BackendState>>| {
-                let all_filters = filters
-                    .iter()
-                    .chain(backends.iter().flat_map(|b| &b.filters));
-                for f in all_filters {
-                    if let HttpFilter::RequestMirror(m) = f {
-                        backend(&m.backend);
-                    }
-                }
-                RuleState {
-                    label: Name::from(label),
-                    backends: backends.iter().map(|b| backend(&b.backend)).collect(),
-                    metrics: backends.iter().map(|_| OnceLock::new()).collect(),
-                }
-            };
         let http_rules = p
             .http_routes
             .iter()
             .map(|r| {
-                r.rules
+                let rules = r
+                    .rules
                     .iter()
-                    .enumerate()
-                    .map(|(i, rule)| {
-                        rules(
-                            rule_label(&r.meta, rule.name.as_deref(), i),
-                            &rule.filters,
-                            &rule.backends,
-                            &mut backend,
-                        )
-                    })
-                    .collect()
+                    .map(|u| (u.name.as_deref(), &u.filters, &u.backends));
+                route_rules(&r.meta, rules, &mut backend)
             })
             .collect();
         let grpc_rules = p
             .grpc_routes
             .iter()
             .map(|r| {
-                r.rules
+                let rules = r
+                    .rules
                     .iter()
-                    .enumerate()
-                    .map(|(i, rule)| {
-                        rules(
-                            rule_label(&r.meta, rule.name.as_deref(), i),
-                            &rule.filters,
-                            &rule.backends,
-                            &mut backend,
-                        )
-                    })
-                    .collect()
+                    .map(|u| (u.name.as_deref(), &u.filters, &u.backends));
+                route_rules(&r.meta, rules, &mut backend)
             })
             .collect();
         for tcp in p
@@ -243,6 +210,34 @@ impl Resolved {
             .collect();
         serde_json::Value::Object(backends)
     }
+}
+
+/// The state of each rule of one HTTP or gRPC route (given as name,
+/// filters and backends): its metric label and the balancer of each
+/// backend, with the backends of its mirrors prepared too.
+fn route_rules<'r>(
+    meta: &trellis_policy::RouteRef,
+    rules: impl Iterator<Item = (Option<&'r str>, &'r Vec<HttpFilter>, &'r Vec<HttpBackend>)>,
+    backend: &mut dyn FnMut(&Backend) -> Option<Arc<BackendState>>,
+) -> Vec<RuleState> {
+    rules
+        .enumerate()
+        .map(|(i, (name, filters, backends))| {
+            let mirrors = filters
+                .iter()
+                .chain(backends.iter().flat_map(|b| &b.filters));
+            for f in mirrors {
+                if let HttpFilter::RequestMirror(m) = f {
+                    backend(&m.backend);
+                }
+            }
+            RuleState {
+                label: Name::from(rule_label(meta, name, i)),
+                backends: backends.iter().map(|b| backend(&b.backend)).collect(),
+                metrics: backends.iter().map(|_| OnceLock::new()).collect(),
+            }
+        })
+        .collect()
 }
 
 fn rule_label(meta: &trellis_policy::RouteRef, name: Option<&str>, index: usize) -> String {
