@@ -57,6 +57,24 @@ fn regex(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("fixture: {e}"))
 }
 
+/// The match that conditions go to: the last one, made when the rule has
+/// none yet (HTTP and gRPC rule builders alike).
+fn current<M: Default>(matches: &mut Vec<M>) -> &mut M {
+    if matches.is_empty() {
+        matches.push(M::default());
+    }
+    let last = matches.len() - 1;
+    &mut matches[last]
+}
+
+/// A header condition; the model stores names lower-case.
+fn header_match(name: &str, value: ValueMatch) -> HeaderMatch {
+    HeaderMatch {
+        name: name.to_ascii_lowercase(),
+        value,
+    }
+}
+
 /// An HTTPRoute: `route("ns", "name")`.
 pub fn route(namespace: &str, name: &str) -> RouteBuilder {
     RouteBuilder(HttpRoute {
@@ -115,11 +133,7 @@ impl RuleBuilder {
     }
 
     fn current(&mut self) -> &mut HttpMatch {
-        if self.0.matches.is_empty() {
-            self.0.matches.push(HttpMatch::default());
-        }
-        let last = self.0.matches.len() - 1;
-        &mut self.0.matches[last]
+        current(&mut self.0.matches)
     }
 
     /// Starts another match: the rule matches if any of its matches does.
@@ -149,18 +163,16 @@ impl RuleBuilder {
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.current().headers.push(HeaderMatch {
-            name: name.to_ascii_lowercase(),
-            value: ValueMatch::Exact(value.to_string()),
-        });
+        self.current()
+            .headers
+            .push(header_match(name, ValueMatch::Exact(value.to_string())));
         self
     }
 
     pub fn header_regex(mut self, name: &str, pattern: &str) -> Self {
-        self.current().headers.push(HeaderMatch {
-            name: name.to_ascii_lowercase(),
-            value: ValueMatch::Regex(regex(pattern)),
-        });
+        self.current()
+            .headers
+            .push(header_match(name, ValueMatch::Regex(regex(pattern))));
         self
     }
 
@@ -385,11 +397,7 @@ impl GrpcRuleBuilder {
     }
 
     fn current(&mut self) -> &mut GrpcMatch {
-        if self.0.matches.is_empty() {
-            self.0.matches.push(GrpcMatch::default());
-        }
-        let last = self.0.matches.len() - 1;
-        &mut self.0.matches[last]
+        current(&mut self.0.matches)
     }
 
     pub fn or(mut self) -> Self {
@@ -443,10 +451,9 @@ impl GrpcRuleBuilder {
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.current().headers.push(HeaderMatch {
-            name: name.to_ascii_lowercase(),
-            value: ValueMatch::Exact(value.to_string()),
-        });
+        self.current()
+            .headers
+            .push(header_match(name, ValueMatch::Exact(value.to_string())));
         self
     }
 
