@@ -4,17 +4,6 @@
 use http::{HeaderMap, Method};
 use trellis_policy::{Cors, build::*, filter::CorsAction};
 
-fn req(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (n, v) in pairs {
-        map.append(
-            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    map
-}
-
 fn value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).map(|v| v.to_str().unwrap())
 }
@@ -23,10 +12,10 @@ fn value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// (with `content-type` and `x-header-3` from the backend) ends up with.
 fn outcome(cors: &Cors, method: &str, pairs: &[(&str, &str)]) -> (bool, HeaderMap) {
     let method: Method = method.parse().unwrap();
-    match cors.evaluate(&method, &req(pairs)) {
+    match cors.evaluate(&method, &header_map(pairs)) {
         CorsAction::Preflight(h) => (true, h),
         CorsAction::Actual(r) => {
-            let mut h = req(&[("content-type", "text/plain"), ("x-header-3", "v")]);
+            let mut h = header_map(&[("content-type", "text/plain"), ("x-header-3", "v")]);
             r.apply(&mut h);
             (false, h)
         }
@@ -417,10 +406,10 @@ fn expose_wildcard() {
 #[test]
 fn vary_is_not_repeated() {
     let cors = cors().origin("*").build();
-    let CorsAction::Actual(r) = cors.evaluate(&Method::GET, &req(&[ORIGIN_FOO])) else {
+    let CorsAction::Actual(r) = cors.evaluate(&Method::GET, &header_map(&[ORIGIN_FOO])) else {
         panic!("not a preflight")
     };
-    let mut h = req(&[("vary", "Accept-Encoding, origin")]);
+    let mut h = header_map(&[("vary", "Accept-Encoding, origin")]);
     r.apply(&mut h);
     assert_eq!(h.get_all("vary").iter().count(), 1);
     assert!(r.is_allowed());

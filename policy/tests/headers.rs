@@ -5,17 +5,6 @@
 use http::HeaderMap;
 use trellis_policy::{HeaderModifier, build::*, filter::FilterError};
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (n, v) in pairs {
-        map.append(
-            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
-    }
-    map
-}
-
 /// Every value of every header, joined with `,` the way the conformance
 /// suite reads them, sorted by name.
 fn flat(map: &HeaderMap) -> Vec<(String, String)> {
@@ -239,7 +228,7 @@ fn conformance_header_modifiers() {
     ];
     let mut failures = Vec::new();
     for case in cases {
-        let mut map = headers(case.before);
+        let mut map = header_map(case.before);
         if let Err(e) = case.modifier.apply(&mut map) {
             failures.push(format!("{}: {e}", case.name));
             continue;
@@ -262,7 +251,7 @@ fn conformance_header_modifiers() {
 
 #[test]
 fn set_cookie_values_stay_separate_fields() {
-    let mut map = headers(&[("set-cookie", "a=1")]);
+    let mut map = header_map(&[("set-cookie", "a=1")]);
     response_headers()
         .add("Set-Cookie", "b=2")
         .modifier()
@@ -309,7 +298,7 @@ fn invalid_entries_are_refused_without_changes() {
         ),
     ];
     for (modifier, want) in cases {
-        let mut map = headers(&[("keep", "me")]);
+        let mut map = header_map(&[("keep", "me")]);
         assert_eq!(modifier.validate(), Err(want.clone()));
         assert_eq!(modifier.apply(&mut map), Err(want));
         assert_eq!(flat(&map), vec![("keep".into(), "me".into())]);

@@ -553,6 +553,25 @@ pub fn request(method: &str, target: &str) -> RequestBuilder {
     )
 }
 
+/// A header map of name/value pairs, in order (a name may repeat):
+/// `header_map(&[("origin", "https://a.example"), ("vary", "Accept")])`.
+pub fn header_map(pairs: &[(&str, &str)]) -> ::http::HeaderMap {
+    let mut map = ::http::HeaderMap::new();
+    for (name, value) in pairs {
+        let (name, value) = header_field(name, value);
+        map.append(name, value);
+    }
+    map
+}
+
+fn header_field(name: &str, value: &str) -> (::http::HeaderName, ::http::HeaderValue) {
+    let name = ::http::HeaderName::from_bytes(name.as_bytes())
+        .unwrap_or_else(|e| panic!("fixture: header {name:?}: {e}"));
+    let value = ::http::HeaderValue::from_str(value)
+        .unwrap_or_else(|e| panic!("fixture: header value {value:?}: {e}"));
+    (name, value)
+}
+
 /// A request under construction.
 #[derive(Debug)]
 pub struct RequestBuilder(::http::Request<()>);
@@ -565,10 +584,7 @@ impl RequestBuilder {
 
     /// Adds a header field (a name may be added several times).
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let name = ::http::HeaderName::from_bytes(name.as_bytes())
-            .unwrap_or_else(|e| panic!("fixture: header {name:?}: {e}"));
-        let value = ::http::HeaderValue::from_str(value)
-            .unwrap_or_else(|e| panic!("fixture: header value {value:?}: {e}"));
+        let (name, value) = header_field(name, value);
         self.0.headers_mut().append(name, value);
         self
     }
