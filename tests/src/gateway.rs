@@ -186,18 +186,7 @@ pub fn stop(g: &GatewayState, node: &str, dir: &Dir) {
     if let Some(p) = &g.proc {
         netns::kill(p, std::time::Duration::from_secs(3));
     }
-    let _ = netns::run(
-        "ip",
-        &[
-            "-n",
-            node,
-            "addr",
-            "del",
-            &format!("{}/32", g.address),
-            "dev",
-            BRIDGE,
-        ],
-    );
+    let _ = netns::addr(node, "del", &format!("{}/32", g.address), BRIDGE);
     let _ = std::fs::remove_file(token_path(dir, g));
 }
 
@@ -234,18 +223,7 @@ pub fn plan_new(st: &mut State) -> Vec<String> {
 pub fn prepare(g: &GatewayState, node: &str, dir: &Dir) -> Result<(), crate::sandbox::Error> {
     let have = netns::run("ip", &["-n", node, "-4", "addr", "show", "dev", BRIDGE])?;
     if !have.contains(&format!("inet {}/32", g.address)) {
-        netns::run(
-            "ip",
-            &[
-                "-n",
-                node,
-                "addr",
-                "add",
-                &format!("{}/32", g.address),
-                "dev",
-                BRIDGE,
-            ],
-        )?;
+        netns::addr(node, "add", &format!("{}/32", g.address), BRIDGE)?;
     }
     // Listeners below 1024 are served as the proxy's uid, as the deployer
     // does with the same (namespaced) sysctl.

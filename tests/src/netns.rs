@@ -88,6 +88,12 @@ pub fn add(netns: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `ip -n <netns> addr <verb> <cidr> dev <dev>`: adds (`add`) or removes
+/// (`del`) an address.
+pub fn addr(netns: &str, verb: &str, cidr: &str, dev: &str) -> Result<String, Error> {
+    run("ip", &["-n", netns, "addr", verb, cidr, "dev", dev])
+}
+
 /// Deletes a namespace and its `/etc/netns` directory (idempotent).
 pub fn delete(netns: &str) -> Result<(), Error> {
     if exists(netns) {

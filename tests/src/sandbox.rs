@@ -718,18 +718,8 @@ fn make_bridge(node: &str) -> Result<(), Error> {
     let have = netns::run("ip", &["-n", node, "link", "show", br]).is_ok();
     if !have {
         netns::run("ip", &["-n", node, "link", "add", br, "type", "bridge"])?;
-        netns::run(
-            "ip",
-            &[
-                "-n",
-                node,
-                "addr",
-                "add",
-                &format!("{}/{}", cluster::POD_GATEWAY, cluster::POD_PREFIX),
-                "dev",
-                br,
-            ],
-        )?;
+        let cidr = format!("{}/{}", cluster::POD_GATEWAY, cluster::POD_PREFIX);
+        netns::addr(node, "add", &cidr, br)?;
     }
     netns::run("ip", &["-n", node, "link", "set", br, "up"])?;
     Ok(())

@@ -7,29 +7,35 @@ mod common;
 use common::*;
 use trellis_sandbox::conformance::{self, Profile, RunOptions, report::TestResult};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_basic_and_traffic_split_pass() {
+/// Runs `only` of `profile` in a sandbox of its own; each must pass, and
+/// the runner must remove the sandbox afterwards.
+async fn run_and_pass(sandbox: &str, profile: Profile, only: &[&str]) {
     require_root();
-    fresh("it-conf");
+    fresh(sandbox);
     let opts = RunOptions {
-        sandbox: "it-conf".into(),
+        sandbox: sandbox.into(),
         bin_dir: None,
-        only: vec!["MeshBasic".into(), "MeshTrafficSplit".into()],
+        only: only.iter().map(|t| t.to_string()).collect(),
         keep: false,
         root: root(),
-        profile: Profile::Mesh,
+        profile,
     };
     let outcomes = conformance::run(&opts, &|line: &str| eprintln!("{line}"))
         .await
         .unwrap();
-    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes.len(), only.len());
     for o in &outcomes {
         assert_eq!(o.result, TestResult::Passed, "{}", o.name);
     }
     assert!(
-        namespaces("trl-it-conf-").is_empty(),
+        namespaces(&format!("trl-{sandbox}-")).is_empty(),
         "the runner removes its sandbox"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_basic_and_traffic_split_pass() {
+    run_and_pass("it-conf", Profile::Mesh, &["MeshBasic", "MeshTrafficSplit"]).await;
 }
 
 /// Tier 2: the GATEWAY-HTTP runner against gateway proxies in the sandbox,
@@ -37,28 +43,10 @@ async fn mesh_basic_and_traffic_split_pass() {
 /// --profile GATEWAY-HTTP`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_simple_same_namespace_and_https_listener_pass() {
-    require_root();
-    fresh("it-gwconf");
-    let opts = RunOptions {
-        sandbox: "it-gwconf".into(),
-        bin_dir: None,
-        only: vec![
-            "HTTPRouteSimpleSameNamespace".into(),
-            "HTTPRouteHTTPSListener".into(),
-        ],
-        keep: false,
-        root: root(),
-        profile: Profile::GatewayHttp,
-    };
-    let outcomes = conformance::run(&opts, &|line: &str| eprintln!("{line}"))
-        .await
-        .unwrap();
-    assert_eq!(outcomes.len(), 2);
-    for o in &outcomes {
-        assert_eq!(o.result, TestResult::Passed, "{}", o.name);
-    }
-    assert!(
-        namespaces("trl-it-gwconf-").is_empty(),
-        "the runner removes its sandbox"
-    );
+    run_and_pass(
+        "it-gwconf",
+        Profile::GatewayHttp,
+        &["HTTPRouteSimpleSameNamespace", "HTTPRouteHTTPSListener"],
+    )
+    .await;
 }

@@ -20,9 +20,7 @@
 
 use super::check::{self, Expect};
 use super::report::{Outcome, TestResult};
-use super::{
-    MAX_TIME_TO_CONSISTENCY, REQUIRED_CONSECUTIVE_SUCCESSES, RunOptions, STABILITY_REQUESTS,
-};
+use super::{REQUIRED_CONSECUTIVE_SUCCESSES, RunOptions, STABILITY_REQUESTS, await_convergence};
 use crate::client::{self, Request, Response};
 use crate::manifest::{self, Object};
 use crate::sandbox::{Options, Sandbox};
@@ -688,32 +686,14 @@ async fn converge(
     for_compare: &check::Req,
     expect: &Expect,
 ) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + MAX_TIME_TO_CONSISTENCY;
-    let mut successes = 0;
-    let mut last = String::from("no attempt");
-    while tokio::time::Instant::now() < deadline {
-        let outcome = match send(node, req, sni, trusted).await {
+    let in_a_row = REQUIRED_CONSECUTIVE_SUCCESSES + STABILITY_REQUESTS;
+    await_convergence(in_a_row, || async {
+        match send(node, req, sni, trusted).await {
             Ok(resp) => check::compare(for_compare, expect, &resp),
             Err(e) => Some(e.to_string()),
-        };
-        match outcome {
-            None => {
-                successes += 1;
-                if successes >= REQUIRED_CONSECUTIVE_SUCCESSES + STABILITY_REQUESTS {
-                    return Ok(());
-                }
-            }
-            Some(why) => {
-                successes = 0;
-                last = why;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
         }
-    }
-    Err(format!(
-        "did not converge within {} s: {last}",
-        MAX_TIME_TO_CONSISTENCY.as_secs()
-    ))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -282,18 +282,32 @@ async fn cases(state: &State, cases: &[Case]) -> TestResult {
 /// row within 30 s, 100 ms between failed attempts), then for 10 more in a
 /// row: a failure among them starts over, within the same 30 s.
 async fn converge(netns: &str, req: &Request, c: &Case) -> Result<(), String> {
+    let in_a_row = REQUIRED_CONSECUTIVE_SUCCESSES + STABILITY_REQUESTS;
+    await_convergence(in_a_row, || async {
+        match client::send(netns, req, REQUEST_TIMEOUT).await {
+            Ok(resp) => check::compare(&c.request, &c.expect, &resp),
+            Err(e) => Some(e.to_string()),
+        }
+    })
+    .await
+}
+
+/// Repeats `attempt` (which answers `None` when the expectation holds, else
+/// why not) until it holds `in_a_row` times in a row, 100 ms between failed
+/// attempts, for at most [`MAX_TIME_TO_CONSISTENCY`].
+pub(crate) async fn await_convergence<F, Fut>(in_a_row: usize, mut attempt: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let deadline = tokio::time::Instant::now() + MAX_TIME_TO_CONSISTENCY;
     let mut successes = 0;
     let mut last = String::from("no attempt");
     while tokio::time::Instant::now() < deadline {
-        let outcome = match client::send(netns, req, REQUEST_TIMEOUT).await {
-            Ok(resp) => check::compare(&c.request, &c.expect, &resp),
-            Err(e) => Some(e.to_string()),
-        };
-        match outcome {
+        match attempt().await {
             None => {
                 successes += 1;
-                if successes >= REQUIRED_CONSECUTIVE_SUCCESSES + STABILITY_REQUESTS {
+                if successes >= in_a_row {
                     return Ok(());
                 }
             }
@@ -350,25 +364,15 @@ async fn weights(state: &State, w: &Weights) -> TestResult {
 }
 
 async fn converge_grpc(netns: &str, host: &str) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + MAX_TIME_TO_CONSISTENCY;
-    let mut successes = 0;
-    let mut last = String::from("no attempt");
-    while tokio::time::Instant::now() < deadline {
+    await_convergence(REQUIRED_CONSECUTIVE_SUCCESSES, || async {
         match grpc::echo(netns, host, REQUEST_TIMEOUT).await {
-            Ok(r) if r.status == 0 => {
-                successes += 1;
-                if successes >= REQUIRED_CONSECUTIVE_SUCCESSES {
-                    return Ok(());
-                }
-                continue;
-            }
-            Ok(r) => last = format!("grpc-status {}", r.status),
-            Err(e) => last = e.to_string(),
+            Ok(r) if r.status == 0 => None,
+            Ok(r) => Some(format!("grpc-status {}", r.status)),
+            Err(e) => Some(e.to_string()),
         }
-        successes = 0;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("gRPC did not converge within 30 s: {last}"))
+    })
+    .await
+    .map_err(|e| format!("gRPC {e}"))
 }
 
 /// One distribution run: who answered each of 500 requests (10 at a time,
