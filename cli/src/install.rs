@@ -292,20 +292,17 @@ pub async fn ensure_namespace(client: &Client, namespace: &str) -> Result<()> {
     Ok(())
 }
 
-/// Server-side applies `obj` (forcing ownership of the fields it sets).
-pub async fn apply_one(client: &Client, obj: &Value, namespace: &str) -> Result<()> {
+/// The API of `obj`'s kind, in the object's namespace (else `namespace`)
+/// when the kind is namespaced.
+async fn api_for(client: &Client, obj: &Value, namespace: &str) -> Result<Api<DynamicObject>> {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default();
     let kind = obj["kind"].as_str().unwrap_or_default();
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, kind);
     let (ar, caps) = discovery::pinned_kind(client, &gvk)
         .await
         .with_context(|| format!("the cluster does not serve {api_version} {kind}"))?;
-    let api: Api<DynamicObject> = if caps.scope == discovery::Scope::Namespaced {
+    Ok(if caps.scope == discovery::Scope::Namespaced {
         let ns = obj
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -313,9 +310,20 @@ pub async fn apply_one(client: &Client, obj: &Value, namespace: &str) -> Result<
         Api::namespaced_with(client.clone(), ns, &ar)
     } else {
         Api::all_with(client.clone(), &ar)
-    };
+    })
+}
+
+fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Server-side applies `obj` (forcing ownership of the fields it sets).
+pub async fn apply_one(client: &Client, obj: &Value, namespace: &str) -> Result<()> {
+    let api = api_for(client, obj, namespace).await?;
     api.patch(
-        name,
+        name_of(obj),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(obj),
     )
@@ -359,24 +367,8 @@ pub fn not_ready(o: &Value) -> Option<String> {
 }
 
 async fn fetch(client: &Client, obj: &Value, namespace: &str) -> Result<Value> {
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, obj["kind"].as_str().unwrap_or_default());
-    let (ar, caps) = discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<DynamicObject> = if caps.scope == discovery::Scope::Namespaced {
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or(namespace);
-        Api::namespaced_with(client.clone(), ns, &ar)
-    } else {
-        Api::all_with(client.clone(), &ar)
-    };
-    let name = obj
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    Ok(serde_json::to_value(api.get(name).await?)?)
+    let api = api_for(client, obj, namespace).await?;
+    Ok(serde_json::to_value(api.get(name_of(obj)).await?)?)
 }
 
 /// Polls `watched` every `every` until all are ready, printing each change;
