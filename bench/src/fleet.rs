@@ -104,6 +104,22 @@ fn server_id() -> SpiffeId {
     SpiffeId::for_service_account("cluster.local", NAMESPACE, SERVER_SA)
 }
 
+/// Starts this binary's `upstream` subcommand on [`UPSTREAM`], on the load
+/// core, and waits until it accepts connections.
+pub fn upstream() -> Result<Proc> {
+    let me = std::env::current_exe().context("locating trellis-bench")?;
+    let upstream = Proc::spawn(
+        "upstream",
+        &Launch::new(
+            &me.to_string_lossy(),
+            vec!["upstream".into(), "--addr".into(), UPSTREAM.into()],
+            Some(LOAD_CORE),
+        ),
+    )?;
+    procs::wait_for(addr(UPSTREAM), "the upstream", Duration::from_secs(10))?;
+    Ok(upstream)
+}
+
 /// Starts `trellis-identity` with a CA in `dir` and a token per sidecar.
 pub fn identity(tools: &Tools, dir: &Path) -> Result<Identity> {
     use std::os::unix::fs::PermissionsExt;

@@ -17,7 +17,6 @@
 use crate::{
     fleet::{self, LOAD_CORE, Mode, Wrap},
     oha::{self, Load},
-    procs::{self, Launch, Proc},
     setup::{self, Tools},
 };
 use anyhow::{Context, Result, bail};
@@ -72,20 +71,7 @@ pub fn run(tools: &Tools, opts: &Options) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = opts.keep.clone().unwrap_or_else(|| scratch.path().into());
     std::fs::create_dir_all(&dir)?;
-    let me = std::env::current_exe().context("locating trellis-bench")?;
-    let _upstream = Proc::spawn(
-        "upstream",
-        &Launch::new(
-            &me.to_string_lossy(),
-            vec!["upstream".into(), "--addr".into(), fleet::UPSTREAM.into()],
-            Some(LOAD_CORE),
-        ),
-    )?;
-    procs::wait_for(
-        fleet::addr(fleet::UPSTREAM),
-        "the upstream",
-        Duration::from_secs(10),
-    )?;
+    let _upstream = fleet::upstream()?;
     let identity = fleet::identity(tools, &dir)?;
     let perf = which_perf();
     let mut counted = Vec::new();

@@ -93,20 +93,7 @@ pub fn run(tools: &Tools, opts: &Options) -> Result<()> {
     msg.extend(std::iter::repeat_n(b'q', BODY_SIZE));
     std::fs::write(&grpc_body, msg)?;
 
-    let me = std::env::current_exe().context("locating trellis-bench")?;
-    let upstream = Proc::spawn(
-        "upstream",
-        &procs::Launch::new(
-            &me.to_string_lossy(),
-            vec!["upstream".into(), "--addr".into(), fleet::UPSTREAM.into()],
-            Some(LOAD_CORE),
-        ),
-    )?;
-    procs::wait_for(
-        fleet::addr(fleet::UPSTREAM),
-        "the upstream",
-        Duration::from_secs(10),
-    )?;
+    let upstream = fleet::upstream()?;
 
     let mut modes = vec![
         Mode::Direct,
