@@ -127,14 +127,7 @@ pub fn check(plan: &Plan, backend: Backend) -> Result<(), ApplyError> {
                 let tools = IptablesTools::find(family)?;
                 let found = SavedNat::parse(&tools.save()?);
                 let expected = plan.iptables_rules(family);
-                for chain in [
-                    Chain::Prerouting,
-                    Chain::Output,
-                    Chain::Inbound,
-                    Chain::InRedirect,
-                    Chain::Outbound,
-                    Chain::Redirect,
-                ] {
+                for chain in Chain::ALL {
                     let ours = |lines: &[String]| -> Vec<String> {
                         lines
                             .iter()

@@ -41,6 +41,16 @@ pub enum Chain {
 }
 
 impl Chain {
+    /// Every chain the plan writes to, built-in ones first.
+    pub const ALL: [Chain; 6] = [
+        Chain::Prerouting,
+        Chain::Output,
+        Chain::Inbound,
+        Chain::InRedirect,
+        Chain::Outbound,
+        Chain::Redirect,
+    ];
+
     /// The chains the plan owns, in the order they are declared.
     pub const OWN: [Chain; 4] = [
         Chain::Inbound,

@@ -35,15 +35,7 @@ impl Plan {
     /// The table as `nft list table` prints it (and `nft -f` reads it).
     pub fn nft_table(&self) -> String {
         let mut out = format!("table {} {NFT_TABLE} {{\n", self.nft_family());
-        let chains = [
-            Chain::Prerouting,
-            Chain::Output,
-            Chain::Inbound,
-            Chain::InRedirect,
-            Chain::Outbound,
-            Chain::Redirect,
-        ];
-        for (i, chain) in chains.into_iter().enumerate() {
+        for (i, chain) in Chain::ALL.into_iter().enumerate() {
             if i > 0 {
                 out.push('\n');
             }

@@ -46,6 +46,16 @@ fn bridge() -> Value {
     ]})
 }
 
+/// The `type` of each plugin of a conflist, in order.
+fn plugin_types(conf: &Value) -> Vec<&str> {
+    conf["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap())
+        .collect()
+}
+
 fn read(n: &Node, name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(n.opts.conf_dir.join(name)).unwrap()).unwrap()
 }
@@ -56,13 +66,7 @@ fn installs_chains_last_and_uninstalls() {
     assert!(!is_installed(&n.opts));
     assert!(install_once(&n.opts, "https://10.96.0.1:443", &n.exe).unwrap());
     let conf = read(&n, "10-pods.conflist");
-    let types: Vec<&str> = conf["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(types, ["bridge", "portmap", PLUGIN]);
+    assert_eq!(plugin_types(&conf), ["bridge", "portmap", PLUGIN]);
     assert_eq!(
         conf["plugins"][2]["kubeconfig"],
         "/etc/cni/net.d/trellis-cni/kubeconfig"
@@ -135,13 +139,7 @@ fn chaining_replaces_an_older_entry() {
         .unwrap()
         .insert(1, json!({"type": PLUGIN, "kubeconfig": "/old"}));
     let out = chain(&conf, &entry(Path::new("/etc/cni/net.d"))).unwrap();
-    let types: Vec<&str> = out["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(types, ["bridge", "portmap", PLUGIN]);
+    assert_eq!(plugin_types(&out), ["bridge", "portmap", PLUGIN]);
     assert_eq!(unchain(&out).unwrap(), bridge());
     assert_eq!(unchain(&bridge()), None);
     assert!(chain(&json!([1]), &json!({})).is_err());
