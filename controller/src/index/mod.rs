@@ -523,15 +523,7 @@ impl Index {
                 || dirty.ips.contains(&target.ip())
                 || svc.is_some_and(|s| services.contains(s))
             {
-                let new = resolve_outbound(store, *target, ns);
-                tx.send_if_modified(|old| {
-                    if *old == new {
-                        false
-                    } else {
-                        *old = new;
-                        true
-                    }
-                });
+                send_changed(tx, resolve_outbound(store, *target, ns));
             }
             true
         });
@@ -543,15 +535,7 @@ impl Index {
                 || dirty.pods.contains(workload)
                 || dirty.namespaces.contains(&workload.namespace)
             {
-                let new = resolve::inbound(store, workload, *port);
-                tx.send_if_modified(|old| {
-                    if **old == new {
-                        false
-                    } else {
-                        *old = Arc::new(new);
-                        true
-                    }
-                });
+                send_changed(tx, Arc::new(resolve::inbound(store, workload, *port)));
             }
             true
         });
@@ -560,19 +544,24 @@ impl Index {
                 if tx.receiver_count() == 0 {
                     return false;
                 }
-                let new = resolve_gateway(store, gw);
-                tx.send_if_modified(|old| {
-                    if *old == new {
-                        false
-                    } else {
-                        *old = new;
-                        true
-                    }
-                });
+                send_changed(tx, resolve_gateway(store, gw));
                 true
             });
         }
     }
+}
+
+/// Publishes `new` when it differs from what `tx` holds, so watchers wake
+/// only for a change.
+fn send_changed<T: PartialEq>(tx: &watch::Sender<T>, new: T) {
+    tx.send_if_modified(|old| {
+        if *old == new {
+            false
+        } else {
+            *old = new;
+            true
+        }
+    });
 }
 
 fn resolve_outbound(store: &Store, target: SocketAddr, client_ns: &str) -> Outbound {

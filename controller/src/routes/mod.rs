@@ -360,19 +360,24 @@ macro_rules! mirror {
     }};
 }
 
+/// A redirect's or rewrite's path modifier; one without its value is noted
+/// as a problem.
 macro_rules! path_modifier {
-    ($path:expr) => {{
+    ($p:expr, $path:expr) => {{
         let path = $path;
         match (
             wire_name(&path.r#type).as_str(),
             &path.replace_full_path,
             &path.replace_prefix_match,
         ) {
-            ("ReplaceFullPath", Some(full), _) => Ok(PathModifier::ReplaceFullPath(full.clone())),
+            ("ReplaceFullPath", Some(full), _) => Some(PathModifier::ReplaceFullPath(full.clone())),
             ("ReplacePrefixMatch", _, Some(prefix)) => {
-                Ok(PathModifier::ReplacePrefixMatch(prefix.clone()))
+                Some(PathModifier::ReplacePrefixMatch(prefix.clone()))
             }
-            (t, _, _) => Err(format!("path modifier {t} has no value")),
+            (t, _, _) => {
+                $p.note(format!("path modifier {t} has no value"));
+                None
+            }
         }
     }};
 }
@@ -417,14 +422,7 @@ macro_rules! http_filter {
         match name.as_str() {
             "RequestRedirect" => match &f.request_redirect {
                 Some(r) => {
-                    let path = match r.path.as_ref().map(|p| path_modifier!(p)) {
-                        Some(Ok(p)) => Some(p),
-                        Some(Err(e)) => {
-                            $p.note(e);
-                            None
-                        }
-                        None => None,
-                    };
+                    let path = r.path.as_ref().and_then(|path| path_modifier!($p, path));
                     Filter::Ready(HttpFilter::RequestRedirect(RequestRedirect {
                         scheme: r.scheme.as_ref().map(wire_name),
                         hostname: r.hostname.clone(),
@@ -440,14 +438,7 @@ macro_rules! http_filter {
             },
             "URLRewrite" => match &f.url_rewrite {
                 Some(r) => {
-                    let path = match r.path.as_ref().map(|p| path_modifier!(p)) {
-                        Some(Ok(p)) => Some(p),
-                        Some(Err(e)) => {
-                            $p.note(e);
-                            None
-                        }
-                        None => None,
-                    };
+                    let path = r.path.as_ref().and_then(|path| path_modifier!($p, path));
                     Filter::Ready(HttpFilter::UrlRewrite(UrlRewrite {
                         hostname: r.hostname.clone(),
                         path,
