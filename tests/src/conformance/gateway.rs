@@ -20,7 +20,9 @@
 
 use super::check::{self, Expect};
 use super::report::{Outcome, TestResult};
-use super::{REQUIRED_CONSECUTIVE_SUCCESSES, RunOptions, STABILITY_REQUESTS, await_convergence};
+use super::{
+    REQUIRED_CONSECUTIVE_SUCCESSES, RunOptions, STABILITY_REQUESTS, all_pass, await_convergence,
+};
 use crate::client::{self, Request, Response};
 use crate::manifest::{self, Object};
 use crate::sandbox::{Options, Sandbox};
@@ -595,20 +597,7 @@ async fn cases(state: &State, test: &GatewayTest, trusted: &str) -> TestResult {
                 .map_err(|e| format!("{title}: {e}"))
         });
     }
-    let mut failures = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(e),
-            Err(e) => failures.push(e.to_string()),
-        }
-    }
-    if failures.is_empty() {
-        TestResult::Passed
-    } else {
-        failures.sort();
-        TestResult::Failed(failures.join("; "))
-    }
+    all_pass(set).await
 }
 
 /// Upstream's weighted-backend check (as the mesh runner makes it): once a

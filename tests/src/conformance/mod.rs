@@ -262,6 +262,12 @@ async fn cases(state: &State, cases: &[Case]) -> TestResult {
                 .map_err(|e| format!("{title}: {e}"))
         });
     }
+    all_pass(set).await
+}
+
+/// Passed when every case of `set` converged, else failed with every
+/// failure, sorted.
+pub(crate) async fn all_pass(mut set: tokio::task::JoinSet<Result<(), String>>) -> TestResult {
     let mut failures = Vec::new();
     while let Some(r) = set.join_next().await {
         match r {
