@@ -93,6 +93,9 @@ pub mod header {
 pub mod env {
     /// `host:port` of the controller's gRPC discovery service.
     pub const CONTROLLER_ADDR: &str = "TRELLIS_CONTROLLER_ADDR";
+    /// The controller's SPIFFE id: when set, a proxy reaches the controller
+    /// over mTLS with its workload certificate and refuses any other server.
+    pub const CONTROLLER_IDENTITY: &str = "TRELLIS_CONTROLLER_IDENTITY";
     /// `host:port` of the identity service.
     pub const IDENTITY_ADDR: &str = "TRELLIS_IDENTITY_ADDR";
     /// The DNS name the identity service's certificate carries.
