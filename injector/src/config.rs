@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use trellis_api::contract;
+use trellis_policy::SpiffeId;
 
 /// Everything [`crate::patch`] needs besides the pod.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,11 @@ pub struct InjectConfig {
     pub cni_enabled: bool,
     /// `host:port` of the controller's discovery service.
     pub controller_addr: String,
+    /// The controller's SPIFFE id. When set, proxies reach the controller
+    /// over mTLS and accept no other server; left out, they dial it in
+    /// plaintext (the chart's `controller.mtls: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_identity: Option<SpiffeId>,
     /// `host:port` of the identity service.
     pub identity_addr: String,
     /// The DNS name on the identity service's certificate.
@@ -128,4 +134,41 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         path: path.display().to_string(),
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHART: &str = "proxyImage: ghcr.io/trellis-mesh/trellis-proxy:0.1.0\n\
+        controllerAddr: trellis-controller.trellis.svc.cluster.local:8090\n\
+        identityAddr: trellis-identity.trellis.svc.cluster.local:8083\n\
+        identityName: trellis-identity.trellis.svc\n";
+    const BUNDLE: &str = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
+
+    fn load(yaml: &str) -> Result<InjectConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, bundle) = (dir.path().join("injector.yaml"), dir.path().join("ca.crt"));
+        std::fs::write(&config, yaml).unwrap();
+        std::fs::write(&bundle, BUNDLE).unwrap();
+        InjectConfig::load(&config, Some(&bundle))
+    }
+
+    #[test]
+    fn controller_identity_is_optional() {
+        assert_eq!(load(CHART).unwrap().controller_identity, None);
+        let id = "spiffe://cluster.local/ns/trellis/sa/trellis-controller";
+        let cfg = load(&format!("{CHART}controllerIdentity: {id}\n")).unwrap();
+        assert_eq!(cfg.controller_identity.unwrap().as_str(), id);
+    }
+
+    #[test]
+    fn a_controller_identity_that_is_no_spiffe_id_is_refused_by_value() {
+        for bad in ["trellis-controller", "spiffe://Cluster.Local/ns/x", "\"\""] {
+            let err = load(&format!("{CHART}controllerIdentity: {bad}\n")).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{bad}: {err}");
+            let shown = bad.trim_matches('"');
+            assert!(err.to_string().contains(&format!("{shown:?}")), "{err}");
+        }
+    }
 }

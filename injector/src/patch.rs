@@ -268,6 +268,9 @@ fn proxy_container(cfg: &InjectConfig, ann: &Annotations) -> Container {
         plain(env::LOG, &log),
         plain(env::LOG_FORMAT, &cfg.log_format),
     ];
+    if let Some(id) = &cfg.controller_identity {
+        env_vars.push(plain(env::CONTROLLER_IDENTITY, id.as_str()));
+    }
     env_vars.sort_by(|a, b| a.name.cmp(&b.name));
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {

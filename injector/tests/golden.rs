@@ -45,6 +45,7 @@ fn config() -> InjectConfig {
 proxyImage: ghcr.io/trellis-mesh/trellis-proxy:0.1.0
 initImage: ghcr.io/trellis-mesh/trellis-proxy-init:0.1.0
 controllerAddr: trellis-controller.trellis.svc.cluster.local:8090
+controllerIdentity: spiffe://cluster.local/ns/trellis/sa/trellis-controller
 identityAddr: trellis-identity.trellis.svc.cluster.local:8083
 identityName: trellis-identity.trellis.svc
 trustBundle: |
@@ -95,6 +96,18 @@ fn pod_case(case: &str, cfg: &InjectConfig) -> Option<Value> {
     Some(doc)
 }
 
+/// The value of the proxy container's environment variable `name`.
+fn proxy_env<'a>(doc: &'a Value, name: &str) -> Option<&'a Value> {
+    doc.pointer("/spec/initContainers")?
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == contract::PROXY_CONTAINER_NAME)?["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| &e["value"])
+}
+
 fn init_names(doc: &Value) -> Vec<&str> {
     doc.pointer("/spec/initContainers")
         .and_then(Value::as_array)
@@ -122,6 +135,24 @@ fn plain_pod() {
     );
     let token = &doc["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
     assert_eq!(token["audience"], contract::IDENTITY_TOKEN_AUDIENCE);
+    assert_eq!(
+        proxy_env(&doc, contract::env::CONTROLLER_IDENTITY).unwrap(),
+        "spiffe://cluster.local/ns/trellis/sa/trellis-controller"
+    );
+}
+
+/// Without `controllerIdentity` (the chart's `controller.mtls: false`) the
+/// proxy is not told to require mTLS of the controller.
+#[test]
+fn plaintext_controller_gets_no_identity() {
+    let cfg = InjectConfig {
+        controller_identity: None,
+        ..config()
+    };
+    let (pod, mut doc) = read_pod("plain-pod");
+    json_patch::patch(&mut doc, &patch(&pod, &cfg).unwrap()).unwrap();
+    assert_eq!(proxy_env(&doc, contract::env::CONTROLLER_IDENTITY), None);
+    assert!(proxy_env(&doc, contract::env::CONTROLLER_ADDR).is_some());
 }
 
 #[test]
