@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use trellis_api::contract::{self, env, key, port};
+use trellis_policy::SpiffeId;
 
 /// The field manager of everything the deployer writes.
 pub const FIELD_MANAGER: &str = "trellis.io/gateway-deployer";
@@ -34,6 +35,10 @@ pub struct Settings {
     #[serde(default = "default_pull_policy")]
     pub image_pull_policy: String,
     pub controller_addr: String,
+    /// The controller's SPIFFE id: gateway proxies then reach it over mTLS,
+    /// as sidecars do; absent when the controller serves in plaintext.
+    #[serde(default)]
+    pub controller_identity: Option<SpiffeId>,
     pub identity_addr: String,
     pub identity_name: String,
     #[serde(default = "default_domain")]
@@ -223,6 +228,9 @@ pub fn desired(gw: &Value, s: &Settings) -> Result<Desired, DesiredError> {
     ];
     if let Some(f) = &s.log_format {
         env_vars.push(plain(env::LOG_FORMAT, f));
+    }
+    if let Some(id) = &s.controller_identity {
+        env_vars.push(plain(env::CONTROLLER_IDENTITY, id.as_str()));
     }
     env_vars.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let mut container_ports: Vec<Value> = ports

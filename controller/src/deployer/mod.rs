@@ -15,7 +15,8 @@
 //! ```
 //!
 //! The settings are the injector's own (`injector.yaml`), so gateway proxies
-//! get the same image and control-plane addresses as sidecars; like them,
+//! get the same image, control-plane addresses and controller SPIFFE id
+//! (mTLS to the controller when the chart sets one) as sidecars; like them,
 //! they mount the trust bundle from the `trellis-trust-bundle` ConfigMap
 //! identity keeps in their namespace.
 

@@ -7,6 +7,7 @@ use crate::index::Index;
 use desired::{addresses, desired, object_name};
 use pretty_assertions::assert_eq;
 use std::path::{Path, PathBuf};
+use trellis_api::contract::env;
 use trellis_mock_apiserver::MockApi;
 
 fn golden_dir() -> PathBuf {
@@ -17,6 +18,7 @@ fn settings() -> Settings {
     serde_saphyr::from_str(
         "proxyImage: ghcr.io/trellis-mesh/trellis-proxy:0.1.0\n\
          controllerAddr: trellis-controller.trellis.svc.cluster.local:8090\n\
+         controllerIdentity: spiffe://cluster.local/ns/trellis/sa/trellis-controller\n\
          identityAddr: trellis-identity.trellis.svc.cluster.local:8083\n\
          identityName: trellis-identity.trellis.svc\n\
          proxyResources: {requests: {cpu: 10m, memory: 20Mi}, limits: {memory: 250Mi}}\n\
@@ -112,6 +114,30 @@ fn desired_objects_carry_the_gateway() {
     );
 }
 
+fn proxy_env<'a>(d: &'a Desired, name: &str) -> Option<&'a Value> {
+    d.deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .map(|e| &e["value"])
+}
+
+#[test]
+fn the_controller_identity_reaches_the_proxy_when_set() {
+    let with = desired(&gateway("web"), &settings()).unwrap();
+    assert_eq!(
+        proxy_env(&with, env::CONTROLLER_IDENTITY).unwrap(),
+        "spiffe://cluster.local/ns/trellis/sa/trellis-controller"
+    );
+    let plaintext = Settings {
+        controller_identity: None,
+        ..settings()
+    };
+    let without = desired(&gateway("web"), &plaintext).unwrap();
+    assert_eq!(proxy_env(&without, env::CONTROLLER_IDENTITY), None);
+    assert!(proxy_env(&without, env::CONTROLLER_ADDR).is_some());
+}
+
 #[test]
 fn names_stay_dns_labels() {
     let long = "a-gateway-whose-name-is-far-too-long-for-a-service-name-in-dns";
@@ -150,6 +176,7 @@ fn addresses_prefer_the_load_balancer() {
 fn cluster() -> Vec<Value> {
     let injector_yaml = "proxyImage: ghcr.io/trellis-mesh/trellis-proxy:0.1.0\n\
         controllerAddr: trellis-controller.trellis.svc.cluster.local:8090\n\
+        controllerIdentity: spiffe://cluster.local/ns/trellis/sa/trellis-controller\n\
         identityAddr: trellis-identity.trellis.svc.cluster.local:8083\n\
         identityName: trellis-identity.trellis.svc\ncniEnabled: true\n";
     let mut web = gateway("web");
@@ -208,6 +235,19 @@ async fn deploys_marks_programmed_sets_addresses_and_cleans_up() {
         pod["spec"]["volumes"][0]["projected"]["sources"][1]["configMap"]["name"],
         trellis_api::contract::TRUST_BUNDLE_CONFIGMAP,
         "the trust bundle comes from the namespace's ConfigMap"
+    );
+    let env_of = |name: &str| {
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env_of(env::CONTROLLER_IDENTITY).unwrap(),
+        "spiffe://cluster.local/ns/trellis/sa/trellis-controller",
+        "the controller's id from the injector's configuration"
     );
     assert!(
         api.object("v1", "Service", Some("edge"), "web-trellis")
@@ -317,6 +357,28 @@ async fn without_the_injector_configuration_nothing_is_deployed() {
         .unwrap_err();
     assert!(
         err.to_string().contains("trellis/trellis-injector"),
+        "{err}"
+    );
+    assert!(api.objects_of("Deployment").is_empty());
+}
+
+#[tokio::test]
+async fn a_controller_identity_that_is_no_spiffe_id_is_refused_by_value() {
+    let mut objects = cluster();
+    let yaml = objects[0]["data"]["injector.yaml"]
+        .as_str()
+        .unwrap()
+        .replace(
+            "spiffe://cluster.local/ns/trellis/sa/trellis-controller",
+            "trellis-controller.trellis",
+        );
+    objects[0]["data"]["injector.yaml"] = json!(yaml);
+    let api = MockApi::start(objects).await;
+    let err = reconcile_once(&api.client(), &Index::shared(Default::default()), "trellis")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("\"trellis-controller.trellis\""),
         "{err}"
     );
     assert!(api.objects_of("Deployment").is_empty());
