@@ -72,6 +72,8 @@ MATRIX = {
         }
     },
     "existing-trust-anchor-secret": {"identity": {"trustAnchor": {"existingSecret": "corp-mesh-ca"}}},
+    "custom-trust-domain": {"trustDomain": "mesh.example.com", "clusterDomain": "k8s.example"},
+    "controller-plaintext": {"controller": {"mtls": False}},
     "ignore-failures-custom-images": {
         "injector": {"failurePolicy": "Ignore", "timeoutSeconds": 5},
         "image": {"registry": "registry.example/mesh", "tag": "1.2.3", "pullPolicy": "Always"},
@@ -89,6 +91,7 @@ BAD_VALUES = {
     "misspelt key": {"injector": {"failurePolicyy": "Fail"}},
     "relative cni dir": {"cni": {"binDir": "opt/cni/bin"}},
     "timeout over 30s": {"injector": {"timeoutSeconds": 31}},
+    "mtls as a string": {"controller": {"mtls": "yes"}},
 }
 
 
@@ -356,6 +359,81 @@ def check_case(case, objects, values):
     assert f"--bundle-namespaces={values['identity']['bundleNamespaces']}" in args, args
 
 
+def injector_token_seconds():
+    """The token expiry the injector gives sidecars (TOKEN_SECONDS in injector/src/patch.rs)."""
+    text = (ROOT / "injector" / "src" / "patch.rs").read_text()
+    m = re.search(r"const TOKEN_SECONDS: i64 = (\d+);", text)
+    assert m, "injector/src/patch.rs no longer declares TOKEN_SECONDS"
+    return int(m.group(1))
+
+
+def env_map(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def mounted_file(pod, container, path, source_kind):
+    """The projected-volume source (of `source_kind`) behind the file `path` of
+    `container`, or an assertion naming what does not line up."""
+    mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, f"{path} is under {len(mounts)} mounts of {container['name']}"
+    mount = mounts[0]
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    volume = next((v for v in pod.get("volumes", []) if v["name"] == mount["name"]), None)
+    assert volume, f"mount {mount['name']} names no volume"
+    for source in volume.get("projected", {}).get("sources", []):
+        s = source.get(source_kind)
+        if s is None:
+            continue
+        files = [s["path"]] if "path" in s else [i["path"] for i in s.get("items", [])]
+        if rel in files:
+            return s
+    raise AssertionError(f"no {source_kind} of volume {volume['name']} provides {rel}")
+
+
+def check_controller_mtls(objects, values):
+    """The controller gets a sidecar's identity when controller.mtls is on, and
+    proxies get its SPIFFE id; off, none of it is rendered."""
+    controller = one(objects, "Deployment", "trellis-controller")
+    pod = controller["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "controller")
+    env = env_map(container)
+    cfg = yaml.safe_load(one(objects, "ConfigMap", "trellis-injector")["data"]["injector.yaml"])
+    grpc = next(p for p in one(objects, "Service", "trellis-controller")["spec"]["ports"] if p["name"] == "grpc")
+    identity_env = [C[f"env::{n}"] for n in ("IDENTITY_ADDR", "IDENTITY_NAME", "IDENTITY_TOKEN", "TRUST_BUNDLE", "SERVICE_ACCOUNT")]
+    if not values["controller"]["mtls"]:
+        assert not set(identity_env) & set(env), f"identity env without controller.mtls: {sorted(set(identity_env) & set(env))}"
+        assert not pod.get("volumes") and not container.get("volumeMounts"), "identity volume without controller.mtls"
+        assert "controllerIdentity" not in cfg, "proxies are told to require mTLS of a plaintext controller"
+        assert grpc.get("appProtocol") == "kubernetes.io/h2c", grpc
+        return
+    # What IdentityConfig::from_env reads, with the values a sidecar gets.
+    for name in identity_env:
+        assert name in env, f"the controller lacks {name}"
+    assert env[C["env::IDENTITY_ADDR"]]["value"] == cfg["identityAddr"]
+    assert env[C["env::IDENTITY_NAME"]]["value"] == cfg["identityName"]
+    assert env[C["env::TRUST_DOMAIN"]]["value"] == values["trustDomain"]
+    field = lambda name: env[name].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+    assert field(C["env::POD_NAMESPACE"]) == "metadata.namespace"
+    assert field(C["env::SERVICE_ACCOUNT"]) == "spec.serviceAccountName"
+    # The files the env names are the mounted token and bundle.
+    token = mounted_file(pod, container, env[C["env::IDENTITY_TOKEN"]]["value"], "serviceAccountToken")
+    assert token["audience"] == C["IDENTITY_TOKEN_AUDIENCE"], token
+    assert token["expirationSeconds"] == injector_token_seconds(), token
+    bundle = mounted_file(pod, container, env[C["env::TRUST_BUNDLE"]]["value"], "configMap")
+    assert bundle["name"] == C["TRUST_BUNDLE_CONFIGMAP"], bundle
+    assert [i["key"] for i in bundle["items"]] == [C["TRUST_BUNDLE_KEY"]], bundle
+    assert all(m.get("readOnly") for m in container["volumeMounts"]), "identity files mounted writable"
+    # Identity publishes that ConfigMap in the controller's own namespace,
+    # whatever identity.bundleNamespaces selects.
+    args = one(objects, "Deployment", "trellis-identity")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--bundle-configmap={NAMESPACE}/{C['TRUST_BUNDLE_CONFIGMAP']}" in args, args
+    # Proxies require exactly the id of the controller's service account.
+    sa = pod["serviceAccountName"]
+    assert one(objects, "ServiceAccount", sa)
+    assert cfg["controllerIdentity"] == f"spiffe://{values['trustDomain']}/ns/{NAMESPACE}/sa/{sa}", cfg
+    assert "appProtocol" not in grpc, f"the mTLS discovery port is labelled {grpc['appProtocol']}"
+
+
 def lint(case, values):
     report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version="v1.31.0")
     bad = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
@@ -467,6 +545,7 @@ def main():
         r.check(f"{case}: consistent with trellis_api::contract", check_contract, objects, values)
         r.check(f"{case}: webhook configuration", check_webhook, objects, values)
         r.check(f"{case}: what the values ask for", check_case, case, objects, values)
+        r.check(f"{case}: controller mTLS", check_controller_mtls, objects, values)
     for name, values in BAD_VALUES.items():
         r.check(f"schema rejects {name}", schema_rejects, name, values)
     r.check("copied CRDs are current", check_copies)

@@ -82,6 +82,13 @@ imagePullSecrets:
 {{- define "trellis.identityAddr" -}}
 {{ printf "trellis-identity.%s.svc.%s:8083" .Release.Namespace .Values.clusterDomain }}
 {{- end -}}
+{{- define "trellis.controllerServiceAccount" -}}
+trellis-controller
+{{- end -}}
+{{/* The SPIFFE id the controller's certificate carries, which proxies require of it. */}}
+{{- define "trellis.controllerIdentity" -}}
+{{ printf "spiffe://%s/ns/%s/sa/%s" .Values.trustDomain .Release.Namespace (include "trellis.controllerServiceAccount" .) }}
+{{- end -}}
 {{- define "trellis.caSecret" -}}
 {{ default "trellis-identity-ca" .Values.identity.trustAnchor.existingSecret }}
 {{- end -}}
@@ -93,6 +100,9 @@ initImage: {{ include "trellis.image" (dict "root" . "name" "proxyInit") }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
 cniEnabled: {{ .Values.cni.enabled }}
 controllerAddr: {{ include "trellis.controllerAddr" . }}
+{{- if .Values.controller.mtls }}
+controllerIdentity: {{ include "trellis.controllerIdentity" . }}
+{{- end }}
 identityAddr: {{ include "trellis.identityAddr" . }}
 identityName: {{ include "trellis.identityName" . }}
 trustDomain: {{ .Values.trustDomain }}
@@ -101,4 +111,46 @@ logLevel: {{ .Values.proxy.logLevel | quote }}
 logFormat: {{ .Values.proxy.logFormat }}
 proxyResources: {{- toYaml .Values.proxy.resources | nindent 2 }}
 initResources: {{- toYaml .Values.proxy.initResources | nindent 2 }}
+{{- end -}}
+
+{{/* A control-plane pod's own mesh identity, as the injector gives a sidecar
+one: the projected token (audience trellis-identity) and the trust bundle
+identity publishes in the release namespace, in one volume, and the
+environment trellis_identity_client::IdentityConfig::from_env reads. */}}
+{{- define "trellis.identityDir" -}}
+/var/run/trellis
+{{- end -}}
+{{- define "trellis.identityEnv" -}}
+- name: TRELLIS_IDENTITY_ADDR
+  value: {{ include "trellis.identityAddr" . }}
+- name: TRELLIS_IDENTITY_NAME
+  value: {{ include "trellis.identityName" . }}
+- name: TRELLIS_IDENTITY_TOKEN
+  value: {{ include "trellis.identityDir" . }}/identity-token
+- name: TRELLIS_TRUST_BUNDLE
+  value: {{ include "trellis.identityDir" . }}/trust-bundle.pem
+- name: TRELLIS_SERVICE_ACCOUNT
+  valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}
+{{- end -}}
+{{- define "trellis.identityMount" -}}
+- name: trellis-identity
+  mountPath: {{ include "trellis.identityDir" . }}
+  readOnly: true
+{{- end -}}
+{{/* The kubelet refreshes the token at 80 % of its hour, as for sidecars. */}}
+{{- define "trellis.identityVolume" -}}
+- name: trellis-identity
+  projected:
+    defaultMode: 0444
+    sources:
+      - serviceAccountToken:
+          audience: trellis-identity
+          expirationSeconds: 3600
+          path: identity-token
+      - configMap:
+          name: trellis-trust-bundle
+          optional: false
+          items:
+            - key: ca-bundle.crt
+              path: trust-bundle.pem
 {{- end -}}
