@@ -496,6 +496,7 @@ async fn cni(client: &Client, ns: &str) -> Result<String, String> {
 async fn proxies(client: &Client, ns: &str) -> Result<String, String> {
     let cfg = injector_config(client, ns).await?;
     let want = cfg["proxyImage"].as_str().unwrap_or_default().to_string();
+    let controller = cfg["controllerIdentity"].as_str();
     let pods: Api<Pod> = Api::all(client.clone());
     let list = pods.list(&ListParams::default()).await.map_err(kube_err)?;
     let mut total = 0;
@@ -526,7 +527,11 @@ async fn proxies(client: &Client, ns: &str) -> Result<String, String> {
             Some(s) if !want.is_empty() && s.image != want => {
                 problems.push(format!("{who}: runs {} (restart it for {want})", s.image))
             }
-            Some(_) => {}
+            Some(_) => {
+                if let Some(p) = controller_identity_problem(p, controller) {
+                    problems.push(format!("{who}: {p} (restart it)"));
+                }
+            }
         }
     }
     if problems.is_empty() {
@@ -540,6 +545,32 @@ async fn proxies(client: &Client, ns: &str) -> Result<String, String> {
             String::new()
         };
         Err(format!("{}{tail}", problems.join("; ")))
+    }
+}
+
+/// Why a meshed pod cannot reach the controller as the mesh now serves it:
+/// its proxy got the controller's SPIFFE id (or none) when it was injected,
+/// and `controller.mtls` may have changed since. `want` is the injector's
+/// `controllerIdentity`.
+fn controller_identity_problem(pod: &Pod, want: Option<&str>) -> Option<String> {
+    let has = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == contract::PROXY_CONTAINER_NAME))
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e.name == contract::env::CONTROLLER_IDENTITY)
+        })
+        .and_then(|e| e.value.as_deref());
+    match (has, want) {
+        (None, Some(_)) => Some("reaches the controller in plaintext, but it requires mTLS".into()),
+        (Some(_), None) => Some("requires mTLS of the controller, but it serves plaintext".into()),
+        (Some(has), Some(want)) if has != want => {
+            Some(format!("expects the controller as {has}, not {want}"))
+        }
+        _ => None,
     }
 }
 

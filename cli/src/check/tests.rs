@@ -84,7 +84,7 @@ async fn a_degraded_mesh_names_what_is_wrong() {
         "✗ webhook caBundle matches its certificate: caBundle of inject.trellis.io differs from ca.crt",
         "✗ webhook reachable and injecting: the injector allowed a test pod without a sidecar",
         "✗ CNI installed on every node: not ready on node-c",
-        "✗ proxies in sync: shop/orders-0: proxy not ready",
+        "✗ proxies in sync: shop/orders-0: proxy not ready; shop/web-5d8f-2: reaches the controller in plaintext, but it requires mTLS (restart it)",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
@@ -131,4 +131,47 @@ fn trust_bundle_validity() {
     assert_eq!(valid_certificates(&pem, now), 1);
     assert_eq!(valid_certificates(&pem, 4_000_000_000), 0);
     assert_eq!(valid_certificates("not pem", now), 0);
+}
+
+/// A proxy keeps the controller's id it was injected with; `controller.mtls`
+/// changed since (either way) or another id means it cannot reach the
+/// controller until restarted.
+#[test]
+fn proxies_injected_for_another_controller_mode() {
+    const ID: &str = "spiffe://cluster.local/ns/trellis/sa/trellis-controller";
+    let pod = |id: Option<&str>| -> Pod {
+        let env: Vec<Value> = id
+            .map(|v| json!({"name": contract::env::CONTROLLER_IDENTITY, "value": v}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({"spec": {"containers": [], "initContainers": [
+            {"name": contract::PROXY_CONTAINER_NAME, "env": env}]}}))
+        .unwrap()
+    };
+    let other = "spiffe://cluster.local/ns/mesh/sa/trellis-controller";
+    for (has, want, problem) in [
+        (Some(ID), Some(ID), None),
+        (None, None, None),
+        (
+            None,
+            Some(ID),
+            Some("reaches the controller in plaintext, but it requires mTLS".to_string()),
+        ),
+        (
+            Some(ID),
+            None,
+            Some("requires mTLS of the controller, but it serves plaintext".to_string()),
+        ),
+        (
+            Some(other),
+            Some(ID),
+            Some(format!("expects the controller as {other}, not {ID}")),
+        ),
+    ] {
+        assert_eq!(
+            controller_identity_problem(&pod(has), want),
+            problem,
+            "{has:?} {want:?}"
+        );
+    }
 }
