@@ -162,6 +162,7 @@ async fn main() {
         settings: Settings::default(),
         log: "warn".into(),
         log_format: LogFormat::Plain,
+        identity: None,
     };
     let running = server::start_with(config, Box::new(Manual)).await.unwrap();
     let index = running.index.clone();

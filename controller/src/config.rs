@@ -45,6 +45,12 @@ pub enum LogFormat {
 /// per-service policy, streams it to Trellis proxies over gRPC and reports
 /// route status. Objects come from Kubernetes, or from a directory of
 /// manifests with --manifests.
+///
+/// With TRELLIS_IDENTITY_ADDR set (and TRELLIS_IDENTITY_TOKEN,
+/// TRELLIS_TRUST_BUNDLE, TRELLIS_POD_NAMESPACE, TRELLIS_SERVICE_ACCOUNT,
+/// optionally TRELLIS_IDENTITY_NAME, as for a sidecar) the controller
+/// obtains its own mesh certificate from trellis-identity and serves the
+/// discovery service over mTLS only.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Args {
@@ -130,6 +136,9 @@ pub struct Config {
     pub settings: crate::index::Settings,
     pub log: String,
     pub log_format: LogFormat,
+    /// The controller's own certificate source; with it the discovery
+    /// service is served over mTLS only.
+    pub identity: Option<trellis_identity_client::IdentityConfig>,
 }
 
 /// What the command line asks for.
@@ -242,6 +251,19 @@ impl Invocation {
                 settings.trust_domain
             )));
         }
+        let identity = match env.var(env::IDENTITY_ADDR) {
+            None => None,
+            Some(_) => {
+                let trust_domain = settings.trust_domain.clone();
+                let get = |name: &str| match name {
+                    env::TRUST_DOMAIN => Some(trust_domain.clone()),
+                    other => env.var(other),
+                };
+                let identity = trellis_identity_client::IdentityConfig::from_env(get)
+                    .map_err(|e| UsageError(format!("identity: {e}")))?;
+                Some(identity)
+            }
+        };
         Ok(Invocation::Run(Box::new(Config {
             source,
             grpc_addr: args.grpc_addr,
@@ -252,6 +274,7 @@ impl Invocation {
                 .or_else(|| env.var(env::LOG))
                 .unwrap_or_else(|| "info".to_string()),
             log_format,
+            identity,
         })))
     }
 }
@@ -336,5 +359,29 @@ mod tests {
         }
         assert!(matches!(parse(&["--help"], &[]), Ok(Invocation::Print(_))));
         assert!(matches!(parse(&["crds"], &[]), Ok(Invocation::PrintCrds)));
+    }
+
+    #[test]
+    fn an_identity_service_turns_discovery_mtls_on() {
+        assert!(config(&["--manifests", "."], &[]).identity.is_none());
+        let env = [
+            (env::IDENTITY_ADDR, "trellis-identity.trellis.svc:8083"),
+            (env::IDENTITY_TOKEN, "/var/run/secrets/trellis/token"),
+            (env::TRUST_BUNDLE, "/var/run/trellis/bundle/ca-bundle.crt"),
+            (env::POD_NAMESPACE, "trellis"),
+            (env::SERVICE_ACCOUNT, "trellis-controller"),
+        ];
+        let c = config(&["--manifests", ".", "--trust-domain", "example.org"], &env);
+        let id = c.identity.expect("an identity");
+        assert_eq!(
+            id.id.as_str(),
+            "spiffe://example.org/ns/trellis/sa/trellis-controller",
+            "the controller's trust domain is the identity's"
+        );
+        assert_eq!(id.server_name, "trellis-identity.trellis.svc");
+        let Err(e) = parse(&["--manifests", "."], &env[..1]) else {
+            panic!("an identity address without the rest was accepted");
+        };
+        assert!(e.0.starts_with("identity: "), "{e}");
     }
 }

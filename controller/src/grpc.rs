@@ -32,13 +32,44 @@ impl Discovery {
         Self { index, metrics }
     }
 
-    /// Serves the three services on `listener` until `shutdown` completes.
+    /// Serves the three services on `listener` in plaintext until
+    /// `shutdown` completes.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        self.serve_incoming(incoming, shutdown).await
+    }
+
+    /// Serves the three services over mTLS under `identity`: only clients
+    /// holding a mesh certificate get through, and they can verify this is
+    /// the controller.
+    pub async fn serve_mtls(
+        self,
+        listener: tokio::net::TcpListener,
+        identity: &trellis_identity_client::Identity,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = trellis_identity_client::serve::incoming(listener, identity);
+        self.serve_incoming(incoming, shutdown).await
+    }
+
+    async fn serve_incoming<IO, IE>(
+        self,
+        incoming: impl futures::Stream<Item = Result<IO, IE>> + Send + 'static,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error>
+    where
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(OutboundPoliciesServer::new(self.clone()))

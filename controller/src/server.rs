@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use trellis_identity_client::{Identity, TlsMetrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -101,14 +102,56 @@ async fn source(config: &SourceConfig) -> Result<Box<dyn Source>, RunError> {
     })
 }
 
+type GrpcTask = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// `ready` (every kind listed) while `identity` holds a certificate: a
+/// controller serving mTLS cannot serve anyone before it has one.
+fn ready_with_certificate(
+    mut listed: watch::Receiver<bool>,
+    identity: &Identity,
+) -> watch::Receiver<bool> {
+    let mut certs = identity.watch();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        // A fixed certificate's watch has no sender: it never changes.
+        let mut renewing = true;
+        loop {
+            let both = *listed.borrow_and_update() && certs.borrow_and_update().is_some();
+            tx.send_if_modified(|r| std::mem::replace(r, both) != both);
+            tokio::select! {
+                r = listed.changed() => if r.is_err() { return },
+                r = certs.changed(), if renewing => renewing = r.is_ok(),
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
 /// Starts a controller with its own source; see [`start_with`].
 pub async fn start(config: Config) -> Result<Running, RunError> {
     let src = source(&config.source).await?;
     start_with(config, src).await
 }
 
-/// Binds the listeners and starts serving with `src` feeding a new index.
+/// Binds the listeners and starts serving with `src` feeding a new index;
+/// with `config.identity`, over mTLS under a certificate from the identity
+/// service.
 pub async fn start_with(config: Config, src: Box<dyn Source>) -> Result<Running, RunError> {
+    let identity = config.identity.as_ref().map(|id| {
+        tracing::info!(identity = %id.id, service = %id.addr, "obtaining the controller's certificate");
+        Identity::start(id.clone(), TlsMetrics::default())
+    });
+    start_with_identity(config, src, identity).await
+}
+
+/// [`start_with`], serving mTLS under `identity` when given (tests pass a
+/// fixed one).
+pub async fn start_with_identity(
+    config: Config,
+    src: Box<dyn Source>,
+    identity: Option<Identity>,
+) -> Result<Running, RunError> {
     let grpc = bind("gRPC", config.grpc_addr).await?;
     let admin = bind("admin", config.admin_addr).await?;
     let grpc_addr = grpc.local_addr().map_err(|source| RunError::Bind {
@@ -132,11 +175,25 @@ pub async fn start_with(config: Config, src: Box<dyn Source>) -> Result<Running,
         // Either a stop was sent or the sender is gone: both mean stop.
         let _ = rx.wait_for(|s| *s).await;
     };
-    let grpc_task =
-        Discovery::new(index.clone(), metrics.clone()).serve(grpc, stopped(stop_rx.clone()));
+    let discovery = Discovery::new(index.clone(), metrics.clone());
+    let mtls = identity.is_some();
+    let (grpc_task, ready): (GrpcTask, _) = match identity {
+        None => (
+            Box::pin(discovery.serve(grpc, stopped(stop_rx.clone()))),
+            ready,
+        ),
+        Some(identity) => {
+            let ready = ready_with_certificate(ready, &identity);
+            let stop = stopped(stop_rx.clone());
+            (
+                Box::pin(async move { discovery.serve_mtls(grpc, &identity, stop).await }),
+                ready,
+            )
+        }
+    };
     let admin_task =
         Admin::new(index.clone(), metrics, ready.clone()).serve(admin, stopped(stop_rx));
-    tracing::info!(%grpc_addr, %admin_addr, "serving");
+    tracing::info!(%grpc_addr, %admin_addr, mtls, "serving");
 
     let task = tokio::spawn(async move {
         let result = tokio::select! {

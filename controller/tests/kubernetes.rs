@@ -75,6 +75,7 @@ async fn lists_watches_and_writes_status_as_lease_holder() {
         settings: Settings::default(),
         log: "info".into(),
         log_format: LogFormat::Plain,
+        identity: None,
     };
     let running = server::start_with(config, Box::new(source)).await.unwrap();
     let mut ready = running.ready.clone();

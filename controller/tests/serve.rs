@@ -1,7 +1,8 @@
 //! Tier 1: the controller in-process on loopback, reading a manifest
 //! directory. A real tonic client receives the initial policy and the update
 //! after a manifest file changes on disk; the admin server answers `/status`
-//! and `/policy`; an unparsable document is skipped with the rest applied.
+//! and `/policy`; an unparsable document is skipped with the rest applied;
+//! with an identity, discovery is served over mTLS only.
 //! Also the real binary, to check its flags and admin endpoints.
 
 mod support;
@@ -90,6 +91,7 @@ fn config(dir: &Path) -> Config {
         settings: Settings::default(),
         log: "info".into(),
         log_format: LogFormat::Plain,
+        identity: None,
     }
 }
 
@@ -334,4 +336,88 @@ async fn the_binary_serves_status_for_the_upstream_mesh_routes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(trellis_api::contract::EXIT_USAGE));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_identity_discovery_is_served_over_mtls_only() {
+    use trellis_identity_client::{Identity, TlsMetrics, serve::Connector, testing::TestCa};
+    use trellis_policy::SpiffeId;
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "cluster.yaml", CLUSTER);
+    write(dir.path(), "route.yaml", &route(0));
+    let ca = TestCa::new("cluster.local");
+    let id = |ns: &str, sa: &str| SpiffeId::for_service_account("cluster.local", ns, sa);
+    let hour = Duration::from_secs(3600);
+    let of = |ca: &TestCa, ns: &str, sa: &str| {
+        Identity::fixed(
+            ca.certificate(&id(ns, sa), hour),
+            ca.bundle(),
+            TlsMetrics::default(),
+        )
+    };
+    let controller = id("trellis", "trellis-controller");
+    let source = trellis_controller::source::dir::Directory::new(vec![dir.path().to_path_buf()]);
+    let running = server::start_with_identity(
+        config(dir.path()),
+        Box::new(source),
+        Some(of(&ca, "trellis", "trellis-controller")),
+    )
+    .await
+    .unwrap();
+    let mut ready = running.ready.clone();
+    ready.wait_for(|r| *r).await.unwrap();
+    let url = format!("http://{}", running.grpc_addr);
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).unwrap();
+    let target = OutboundTarget {
+        target: Target("198.19.0.1:80".parse().unwrap()),
+        client_namespace: "shop".into(),
+        client_workload: "client-0".into(),
+    };
+
+    // A meshed client that names the controller gets its policy.
+    let channel = endpoint
+        .connect_with_connector(Connector::new(
+            of(&ca, "shop", "client"),
+            controller.clone(),
+        ))
+        .await
+        .unwrap();
+    let stream = OutboundPoliciesClient::new(channel)
+        .watch(pb::OutboundTarget::from(&target))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut policies = updates::<_, Option<OutboundPolicy>>(stream);
+    let first = policies.next().await.unwrap().unwrap().expect("a policy");
+    assert_eq!(backend_weights(&first), [1, 0]);
+
+    // Plaintext gets nothing.
+    let plain = match OutboundPoliciesClient::connect(url).await {
+        Ok(mut c) => c.watch(pb::OutboundTarget::from(&target)).await.err(),
+        Err(e) => Some(tonic::Status::unavailable(e.to_string())),
+    };
+    assert!(plain.is_some(), "a plaintext client was served");
+    // Neither does a client whose certificate is not the mesh's.
+    let foreign = TestCa::new("cluster.local");
+    let refused = match endpoint
+        .connect_with_connector(Connector::new(of(&foreign, "shop", "client"), controller))
+        .await
+    {
+        Ok(channel) => OutboundPoliciesClient::new(channel)
+            .watch(pb::OutboundTarget::from(&target))
+            .await
+            .err(),
+        Err(e) => Some(tonic::Status::unavailable(e.to_string())),
+    };
+    assert!(refused.is_some(), "a client of a foreign CA was served");
+    // And a server that is not the named controller is refused by clients.
+    let impostor = endpoint
+        .connect_with_connector(Connector::new(
+            of(&ca, "shop", "client"),
+            id("trellis", "someone-else"),
+        ))
+        .await;
+    assert!(impostor.is_err(), "connected to the wrong identity");
+    running.shutdown().await.unwrap();
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 use trellis_api::contract::{env, port};
 use trellis_identity_client::IdentityConfig;
-use trellis_policy::ResourceRef;
+use trellis_policy::{ResourceRef, SpiffeId};
 
 /// Reads environment variables.
 pub trait Env {
@@ -52,6 +52,17 @@ pub enum Error {
     HalfWorkload(&'static str, &'static str),
     #[error("identity: {0}")]
     Identity(#[from] trellis_identity_client::ConfigError),
+    #[error(
+        "invalid controller identity {value:?} ({}): {reason}",
+        env::CONTROLLER_IDENTITY
+    )]
+    ControllerIdentity { value: String, reason: String },
+    #[error(
+        "a controller identity ({}) needs this proxy's own identity: give --identity-addr or set {}",
+        env::CONTROLLER_IDENTITY,
+        env::IDENTITY_ADDR
+    )]
+    ControllerIdentityWithoutIdentity,
 }
 
 /// Flags of `trellis-proxy sidecar`.
@@ -123,6 +134,10 @@ pub struct IdentityArgs {
     /// The pod's service account ($TRELLIS_SERVICE_ACCOUNT).
     #[arg(long)]
     pub service_account: Option<String>,
+    /// The controller's SPIFFE id: reach the controller over mTLS and refuse
+    /// any other server ($TRELLIS_CONTROLLER_IDENTITY).
+    #[arg(long)]
+    pub controller_identity: Option<String>,
 }
 
 impl IdentityArgs {
@@ -136,6 +151,7 @@ impl IdentityArgs {
             env::TRUST_BUNDLE => path(&self.trust_bundle),
             env::TRUST_DOMAIN => self.trust_domain.clone(),
             env::SERVICE_ACCOUNT => self.service_account.clone(),
+            env::CONTROLLER_IDENTITY => self.controller_identity.clone(),
             _ => None,
         }
         .filter(|v| !v.is_empty())
@@ -148,6 +164,29 @@ impl IdentityArgs {
             return Ok(None);
         }
         Ok(Some(IdentityConfig::from_env(get)?))
+    }
+
+    /// The controller's SPIFFE id when the controller is to be reached over
+    /// mTLS; it needs `identity`, this proxy's own.
+    pub fn controller_identity(
+        &self,
+        env: &dyn Env,
+        identity: Option<&IdentityConfig>,
+    ) -> Result<Option<SpiffeId>, Error> {
+        let Some(value) = self
+            .flag(env::CONTROLLER_IDENTITY)
+            .or_else(|| env.get(env::CONTROLLER_IDENTITY))
+        else {
+            return Ok(None);
+        };
+        let id = SpiffeId::parse(&value).map_err(|e| Error::ControllerIdentity {
+            value: value.clone(),
+            reason: e.reason.to_string(),
+        })?;
+        if identity.is_none() {
+            return Err(Error::ControllerIdentityWithoutIdentity);
+        }
+        Ok(Some(id))
     }
 }
 
@@ -176,6 +215,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The workload certificate's source; `None` runs the mesh in plaintext.
     pub identity: Option<IdentityConfig>,
+    /// The controller's SPIFFE id when it is reached over mTLS.
+    pub controller_identity: Option<SpiffeId>,
 }
 
 impl Config {
@@ -191,6 +232,7 @@ impl Config {
             (Some(c), None) => SourceConfig::Controller(c),
             (None, None) => SourceConfig::None,
         };
+        let identity = args.identity.config(env)?;
         let workload = match (env.get(env::POD_NAMESPACE), env.get(env::POD_NAME)) {
             (Some(ns), Some(name)) => Some(ResourceRef::new(ns, name)),
             (None, None) => None,
@@ -210,7 +252,8 @@ impl Config {
             detect_timeout: duration("--detect-timeout", &args.detect_timeout)?,
             idle_timeout: duration("--idle-target-timeout", &args.idle_target_timeout)?,
             shutdown_grace: duration("--shutdown-grace", &args.shutdown_grace)?,
-            identity: args.identity.config(env)?,
+            identity: identity.clone(),
+            controller_identity: args.identity.controller_identity(env, identity.as_ref())?,
         })
     }
 }
@@ -264,6 +307,45 @@ mod tests {
         assert_eq!(c.source, SourceConfig::None);
         assert_eq!(c.workload, None);
         assert!(c.identity.is_none(), "plaintext unless identity is named");
+    }
+
+    #[test]
+    fn the_controller_identity_needs_our_own_and_a_valid_spiffe_id() {
+        let identity = [
+            (env::IDENTITY_ADDR, "198.18.0.1:8083"),
+            (env::IDENTITY_TOKEN, "/t"),
+            (env::TRUST_BUNDLE, "/b.pem"),
+            (env::POD_NAMESPACE, "shop"),
+            (env::POD_NAME, "web-0"),
+            (env::SERVICE_ACCOUNT, "web"),
+        ];
+        let controller = "spiffe://cluster.local/ns/trellis/sa/trellis-controller";
+        let mut env = identity.to_vec();
+        env.push((env::CONTROLLER_IDENTITY, controller));
+        let c = config(&[], &env).unwrap();
+        assert_eq!(c.controller_identity.unwrap().as_str(), controller);
+        assert!(
+            config(&[], &identity)
+                .unwrap()
+                .controller_identity
+                .is_none()
+        );
+
+        let flag = config(&["--controller-identity", "spiffe://td/ns/a/sa/b"], &env).unwrap();
+        assert_eq!(
+            flag.controller_identity.unwrap().as_str(),
+            "spiffe://td/ns/a/sa/b",
+            "the flag wins"
+        );
+        let e = config(&["--controller-identity", "trellis-controller"], &env).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("invalid controller identity \"trellis-controller\""),
+            "{e}"
+        );
+        let e = config(&["--controller-identity", controller], &[]).unwrap_err();
+        assert!(matches!(e, Error::ControllerIdentityWithoutIdentity), "{e}");
+        assert!(e.to_string().contains(env::IDENTITY_ADDR), "{e}");
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub enum Error {
     PolicyFile(#[from] discovery::file::Error),
     #[error(transparent)]
     Controller(#[from] discovery::InvalidAddress),
+    #[error(transparent)]
+    Config(#[from] config::Error),
 }
 
 /// A running sidecar.
@@ -171,7 +173,10 @@ impl Sidecar {
             follow_certificate(id, ready.clone());
         }
         let source = match &config.source {
-            SourceConfig::Controller(addr) => Source::Controller(Controller::new(addr)?),
+            SourceConfig::Controller(addr) => Source::Controller(Controller::new(
+                addr,
+                controller_tls(config.controller_identity.as_ref(), identity.as_ref())?,
+            )?),
             SourceConfig::File(path) => Source::File(discovery::file::watch_file(path.clone())?),
             SourceConfig::None => Source::None,
         };
@@ -264,6 +269,22 @@ impl Sidecar {
         let finished = self.drain.finish(self.grace).await;
         self.admin_stop.cancel();
         finished
+    }
+}
+
+/// mTLS to the controller when its identity is named; naming it without
+/// an identity of our own is a configuration error.
+pub(crate) fn controller_tls(
+    controller: Option<&trellis_policy::SpiffeId>,
+    identity: Option<&Identity>,
+) -> Result<Option<discovery::ControllerTls>, config::Error> {
+    match (controller, identity) {
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(config::Error::ControllerIdentityWithoutIdentity),
+        (Some(c), Some(i)) => Ok(Some(discovery::ControllerTls {
+            identity: i.clone(),
+            controller: c.clone(),
+        })),
     }
 }
 

@@ -60,6 +60,7 @@ fn certified(ca: &TestCa, ns: &str, sa: &str) -> Identity {
 async fn sidecar(
     ip: std::net::IpAddr,
     source: &SourceConfig,
+    controller: Option<SpiffeId>,
     outbound: &[Target],
     inbound: &[u16],
     identity: Identity,
@@ -84,6 +85,7 @@ async fn sidecar(
         idle_timeout: Duration::from_secs(600),
         shutdown_grace: Duration::from_secs(5),
         identity: None,
+        controller_identity: controller,
     };
     Sidecar::start_with_identity(&config, identity)
         .await
@@ -172,12 +174,21 @@ struct World {
     ca: TestCa,
     cp: ControlPlane,
     source: SourceConfig,
+    /// The controller's SPIFFE id when the control plane serves mTLS.
+    controller: Option<SpiffeId>,
     http: Target,
     tcp: Target,
     hits: Arc<AtomicUsize>,
 }
 
 async fn world(n: u8) -> World {
+    world_with(n, None).await
+}
+
+/// The world of [`world`], with the control plane serving mTLS as
+/// `trellis/<sa>` of the mesh's CA when `controller_sa` is given.
+async fn world_with(n: u8, controller_sa: Option<&str>) -> World {
+    let ca = TestCa::new("cluster.local");
     let cp = ControlPlane::default();
     let http = cluster_ip(n, 80);
     let tcp = cluster_ip(n, 90);
@@ -193,14 +204,21 @@ async fn world(n: u8) -> World {
     cp.set(opaque);
     let hits = who_app(addr(n, 1, 8080)).await;
     tcp_echo(addr(n, 1, 9000)).await;
-    let running = cp.start(pod(n, 9)).await;
+    let running = match controller_sa {
+        None => cp.start(pod(n, 9)).await,
+        Some(sa) => {
+            cp.start_mtls(pod(n, 9), certified(&ca, "trellis", sa))
+                .await
+        }
+    };
     let source = SourceConfig::Controller(running.addr.to_string());
     std::mem::forget(running);
     World {
         n,
-        ca: TestCa::new("cluster.local"),
+        ca,
         cp,
         source,
+        controller: controller_sa.map(|_| id("trellis", "trellis-controller")),
         http,
         tcp,
         hits,
@@ -212,7 +230,16 @@ impl World {
     /// fixed plaintext inbound listeners to the application ports `inbound`.
     async fn server(&self, sa: &str, inbound: &[u16]) -> Sidecar {
         let identity = certified(&self.ca, "shop", sa);
-        sidecar(pod(self.n, 1), &self.source, &[], inbound, identity).await
+        let controller = self.controller.clone();
+        sidecar(
+            pod(self.n, 1),
+            &self.source,
+            controller,
+            &[],
+            inbound,
+            identity,
+        )
+        .await
     }
 
     /// Pod `i`, a client as `shop/<sa>` of the mesh's CA, with fixed
@@ -220,7 +247,16 @@ impl World {
     async fn client(&self, i: u8, sa: &str) -> Sidecar {
         let identity = certified(&self.ca, "shop", sa);
         let targets = [self.http, self.tcp];
-        sidecar(pod(self.n, i), &self.source, &targets, &[], identity).await
+        let controller = self.controller.clone();
+        sidecar(
+            pod(self.n, i),
+            &self.source,
+            controller,
+            &targets,
+            &[],
+            identity,
+        )
+        .await
     }
 }
 
@@ -337,7 +373,7 @@ async fn a_client_of_a_foreign_ca_is_refused() {
         both,
         TlsMetrics::default(),
     );
-    let client = sidecar(pod(n, 2), &w.source, &[w.http], &[], stranger).await;
+    let client = sidecar(pod(n, 2), &w.source, None, &[w.http], &[], stranger).await;
     let (status, _, _) = get_as(client.outbound_fixed[0]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(handshakes(&server, Direction::Inbound, HandshakeOutcome::UnknownCa) >= 1);
@@ -463,5 +499,41 @@ async fn authorization_allows_matching_sources_for_http_and_tcp() {
     assert!(
         metrics.contains(r#"trellis_inbound_authorization_decisions_total{port="9000",protocol="tcp",decision="deny",policy=""} 1"#),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn policies_come_over_mtls_from_the_named_controller_only() {
+    // The controller serves mTLS as trellis/trellis-controller: the sidecars
+    // get their policies and the request goes through.
+    let w = world_with(66, Some("trellis-controller")).await;
+    let _server = w.server("web", &[]).await;
+    let client = w.client(2, "client").await;
+    let (status, _, body) = get_as(client.outbound_fixed[0]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "spiffe://cluster.local/ns/shop/sa/client")
+    );
+    assert_eq!(admin(&client, "/ready").await.0, StatusCode::OK);
+
+    // Whatever answers on the controller's address as another identity of
+    // the same mesh is refused: no policy, never ready.
+    let w = world_with(67, Some("impostor")).await;
+    let client = w.client(2, "client").await;
+    eventually("a refused controller handshake", || async {
+        handshakes(
+            &client,
+            Direction::Outbound,
+            HandshakeOutcome::WrongIdentity,
+        ) >= 1
+    })
+    .await;
+    assert_eq!(
+        admin(&client, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        w.cp.requests.lock().unwrap().is_empty(),
+        "no policy was asked for"
     );
 }

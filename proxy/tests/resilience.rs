@@ -300,6 +300,7 @@ async fn the_inbound_policy_names_the_protocol_of_a_port() {
         idle_timeout: Duration::from_secs(600),
         shutdown_grace: Duration::from_secs(5),
         identity: None,
+        controller_identity: None,
     };
     let server = trellis_proxy::Sidecar::start(&config).await.unwrap();
     // The application still answers: opaque forwarding carries HTTP too.

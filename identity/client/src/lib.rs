@@ -23,7 +23,9 @@
 //! listener and [`Identity::client_config`] for each meshed peer, naming the
 //! SPIFFE id the controller announced for that endpoint and one of the ALPN
 //! protocols [`ALPN_H2`] or [`ALPN_TCP`]. After an inbound handshake,
-//! [`peer_identity`] gives the verified client id. This crate never depends on
+//! [`peer_identity`] gives the verified client id. The controller serves its
+//! discovery gRPC through [`serve::incoming`] with the same certificates,
+//! and proxies dial it with [`Identity::connect`] naming its SPIFFE id. This crate never depends on
 //! `kube`: `cargo xtask deps` checks it.
 
 pub mod bundle;
@@ -32,6 +34,7 @@ pub mod certify;
 pub mod identity;
 pub mod metrics;
 pub mod profile;
+pub mod serve;
 pub mod tls;
 
 #[cfg(any(test, feature = "test-ca"))]

@@ -1,4 +1,10 @@
 //! Watches against the controller's discovery service.
+//!
+//! The channel is plaintext, or — with [`ControllerTls`] — mTLS under the
+//! workload's own certificate towards a controller that must present the
+//! SPIFFE id the proxy was given (`TRELLIS_CONTROLLER_IDENTITY`), so a
+//! pod that answers on the controller's address cannot feed the proxy
+//! policies or the identities its mTLS trusts.
 
 use super::{Backoff, InboundWatch, OutboundWatch, Ready, apply_outbound};
 use crate::{metrics::Metrics, upstream::Upstreams};
@@ -14,13 +20,29 @@ use trellis_api::{
         outbound_policies_client::OutboundPoliciesClient,
     },
 };
-use trellis_policy::{InboundPolicy, OutboundPolicy, ResourceRef, Target};
+use trellis_identity_client::{Identity, serve};
+use trellis_policy::{InboundPolicy, OutboundPolicy, ResourceRef, SpiffeId, Target};
 
 /// A lazily connected channel to the controller, shared by every watch.
 #[derive(Clone, Debug)]
 pub struct Controller {
     endpoint: Endpoint,
     channel: Channel,
+    tls: Option<ControllerTls>,
+}
+
+/// mTLS to the controller: this workload's identity, and the SPIFFE id the
+/// controller must present.
+#[derive(Clone, Debug)]
+pub struct ControllerTls {
+    pub identity: Identity,
+    pub controller: SpiffeId,
+}
+
+impl ControllerTls {
+    fn connector(&self) -> serve::Connector {
+        serve::Connector::new(self.identity.clone(), self.controller.clone())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +54,7 @@ pub struct InvalidAddress {
 
 impl Controller {
     /// `addr` is `host:port` or a URI.
-    pub fn new(addr: &str) -> Result<Self, InvalidAddress> {
+    pub fn new(addr: &str, tls: Option<ControllerTls>) -> Result<Self, InvalidAddress> {
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -47,8 +69,22 @@ impl Controller {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        let channel = endpoint.connect_lazy();
-        Ok(Self { endpoint, channel })
+        let channel = match &tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+        };
+        Ok(Self {
+            endpoint,
+            channel,
+            tls,
+        })
+    }
+
+    async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.tls {
+            None => self.endpoint.connect().await,
+            Some(tls) => self.endpoint.connect_with_connector(tls.connector()).await,
+        }
     }
 
     /// The shared channel, for the gateway's configuration watch.
@@ -59,19 +95,22 @@ impl Controller {
     /// Connects once in the background and marks the proxy ready when the
     /// controller answers.
     pub(super) fn spawn_readiness(&self, ready: Arc<Ready>, metrics: Arc<Metrics>) {
-        let endpoint = self.endpoint.clone();
+        let this = self.clone();
         tokio::spawn(async move {
             let mut backoff = Backoff(0);
             loop {
-                match endpoint.connect().await {
+                match this.connect().await {
                     Ok(_) => {
-                        tracing::info!(controller = %endpoint.uri(), "connected to the controller");
+                        tracing::info!(controller = %this.endpoint.uri(), mtls = this.tls.is_some(), "connected to the controller");
                         metrics.controller_connected(true);
                         ready.set_policy();
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(controller = %endpoint.uri(), error = %e, "controller unreachable");
+                        // The transport error's source says why (refused,
+                        // a certificate that is not the controller's).
+                        let why = std::error::Error::source(&e).map(ToString::to_string);
+                        tracing::warn!(controller = %this.endpoint.uri(), error = %e, cause = ?why, "controller unreachable");
                         tokio::time::sleep(backoff.next()).await;
                     }
                 }

@@ -71,6 +71,8 @@ pub struct GatewayConfig {
     pub shutdown_grace: Duration,
     /// The workload certificate's source; `None` runs the mesh in plaintext.
     pub identity: Option<IdentityConfig>,
+    /// The controller's SPIFFE id when it is reached over mTLS.
+    pub controller_identity: Option<trellis_policy::SpiffeId>,
 }
 
 impl GatewayConfig {
@@ -81,6 +83,7 @@ impl GatewayConfig {
             }
             _ => return Err(Error::Gateway(args.gateway.clone())),
         };
+        let identity = args.identity.config(env)?;
         let controller = args
             .controller
             .clone()
@@ -100,7 +103,8 @@ impl GatewayConfig {
             mesh_port: args.mesh_port,
             worker_threads: args.worker_threads,
             shutdown_grace,
-            identity: args.identity.config(env)?,
+            controller_identity: args.identity.controller_identity(env, identity.as_ref())?,
+            identity,
         })
     }
 

@@ -66,6 +66,8 @@ pub enum Error {
     Bind(#[from] transport::Error),
     #[error(transparent)]
     Controller(#[from] InvalidAddress),
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
 }
 
 /// A running gateway proxy.
@@ -121,7 +123,8 @@ impl Gateway {
         if let Some(id) = &identity {
             follow_certificate(id, ready.clone());
         }
-        let controller = Controller::new(&config.controller)?;
+        let tls = crate::controller_tls(config.controller_identity.as_ref(), identity.as_ref())?;
+        let controller = Controller::new(&config.controller, tls)?;
         let drain = Drain::default();
         let shared = Arc::new(Shared {
             gateway: config.gateway.clone(),

@@ -124,6 +124,7 @@ pub async fn gateway(ip: IpAddr, plane: SocketAddr, identity: Option<Identity>) 
         worker_threads: 1,
         shutdown_grace: Duration::from_secs(5),
         identity: None,
+        controller_identity: None,
     };
     let gw = match identity {
         Some(id) => Gateway::start_with_identity(&config, id).await,
@@ -421,6 +422,7 @@ pub async fn meshed_sidecar(ip: IpAddr, identity: Identity) -> Sidecar {
         idle_timeout: Duration::from_secs(600),
         shutdown_grace: Duration::from_secs(5),
         identity: None,
+        controller_identity: None,
     };
     Sidecar::start_with_identity(&config, identity)
         .await

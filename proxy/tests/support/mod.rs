@@ -139,6 +139,24 @@ impl ControlPlane {
     /// Serves on its own runtime (in its own thread), so stopping it closes
     /// every connection and stream at once, as a crashed controller would.
     pub async fn start_at(&self, addr: SocketAddr) -> RunningControlPlane {
+        self.serve(addr, None).await
+    }
+
+    /// Serves over mTLS under `identity`, as the controller does when it
+    /// has a mesh identity of its own.
+    pub async fn start_mtls(
+        &self,
+        ip: std::net::IpAddr,
+        identity: trellis_identity_client::Identity,
+    ) -> RunningControlPlane {
+        self.serve(SocketAddr::new(ip, 0), Some(identity)).await
+    }
+
+    async fn serve(
+        &self,
+        addr: SocketAddr,
+        identity: Option<trellis_identity_client::Identity>,
+    ) -> RunningControlPlane {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -151,10 +169,17 @@ impl ControlPlane {
                 .unwrap();
             rt.block_on(async move {
                 let listener = TcpListener::from_std(listener).unwrap();
-                let server = tonic::transport::Server::builder()
+                let router = tonic::transport::Server::builder()
                     .add_service(OutboundPoliciesServer::new(svc.clone()))
-                    .add_service(InboundPoliciesServer::new(svc))
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+                    .add_service(InboundPoliciesServer::new(svc));
+                let server: std::pin::Pin<Box<dyn Future<Output = _>>> = match identity {
+                    None => Box::pin(router.serve_with_incoming(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    )),
+                    Some(id) => Box::pin(router.serve_with_incoming(
+                        trellis_identity_client::serve::incoming(listener, &id),
+                    )),
+                };
                 tokio::select! {
                     r = server => r.unwrap(),
                     _ = stopped => {}
@@ -242,6 +267,7 @@ pub async fn sidecar(ip: std::net::IpAddr, source: SourceConfig, fixed: &[Target
         idle_timeout: Duration::from_secs(600),
         shutdown_grace: Duration::from_secs(5),
         identity: None,
+        controller_identity: None,
     };
     Sidecar::start(&config).await.unwrap()
 }
