@@ -280,6 +280,10 @@ fn proxy_env(g: &GatewayState, dir: &Dir) -> BTreeMap<String, String> {
         out.insert(k.to_string(), v);
     };
     set(env::CONTROLLER_ADDR, spawn::controller_grpc().to_string());
+    set(
+        env::CONTROLLER_IDENTITY,
+        spawn::controller_identity().to_string(),
+    );
     set(env::IDENTITY_ADDR, spawn::identity_grpc().to_string());
     set(
         env::IDENTITY_TOKEN,

@@ -15,6 +15,7 @@
 //! the tokens file is rewritten (by rename) whenever the set of meshed pods
 //! changes, and identity re-reads it at its next request.
 
+use crate::spawn;
 use crate::state::{self, Dir, PodState, State};
 use serde::Serialize;
 use std::io::Read;
@@ -105,9 +106,9 @@ pub fn revoke(dir: &Dir, pod: &PodState) {
     let _ = std::fs::remove_file(token_path(dir, pod));
 }
 
-/// Writes the tokens file identity reads: every meshed pod's and gateway
-/// proxy's token with its
-/// namespace and service account (0600, replaced by rename, unchanged when
+/// Writes the tokens file identity reads: every meshed pod's, gateway
+/// proxy's and the controller's token with its namespace and service
+/// account (0600, replaced by rename, unchanged when
 /// its content would be the same).
 pub fn write_tokens_file(dir: &Dir, st: &State) -> Result<(), Error> {
     let expires_at = (time::OffsetDateTime::now_utc() + TOKEN_VALIDITY)
@@ -130,6 +131,10 @@ pub fn write_tokens_file(dir: &Dir, st: &State) -> Result<(), Error> {
             .map(str::to_string)
     };
     let mut tokens = Vec::new();
+    let controller = (
+        spawn::CONTROLLER_NAMESPACE.to_string(),
+        spawn::CONTROLLER_SERVICE_ACCOUNT.to_string(),
+    );
     let holders = st
         .pods
         .values()
@@ -147,7 +152,12 @@ pub fn write_tokens_file(dir: &Dir, st: &State) -> Result<(), Error> {
                 &g.namespace,
                 &g.service_account,
             )
-        }));
+        }))
+        .chain(std::iter::once((
+            spawn::controller_token(dir),
+            &controller.0,
+            &controller.1,
+        )));
     for (token_file, namespace, service_account) in holders {
         let Ok(token) = std::fs::read_to_string(&token_file) else {
             continue;

@@ -164,10 +164,11 @@ impl Sandbox {
         sb.dir.save(&st)?;
         netns::add(&node)?;
         make_bridge(&node)?;
+        identity::issue_file(&spawn::controller_token(&sb.dir))?;
+        sb.start_identity(&mut st, &bins, opts.timeout)?;
         let controller = spawn::controller(&bins, &node, &sb.dir)?;
         st.controller = Some(controller);
         sb.dir.save(&st)?;
-        sb.start_identity(&mut st, &bins, opts.timeout)?;
         merge(&mut st, objects);
         sb.reconcile(&mut st, &bins)?;
         sb.wait_ready(&mut st, opts.timeout)?;

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use trellis_api::contract::{self, env, port};
+use trellis_policy::SpiffeId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -170,8 +171,30 @@ pub fn identity_not_ready(st: &State, node: &str, dir: &Dir) -> Option<String> {
     }
 }
 
+/// The namespace and service account the controller runs as, as the
+/// chart's defaults: its mesh identity.
+pub const CONTROLLER_NAMESPACE: &str = "trellis";
+pub const CONTROLLER_SERVICE_ACCOUNT: &str = "trellis-controller";
+
+/// The SPIFFE id the controller serves discovery under; proxies refuse any
+/// other.
+pub fn controller_identity() -> SpiffeId {
+    SpiffeId::for_service_account(
+        contract::DEFAULT_TRUST_DOMAIN,
+        CONTROLLER_NAMESPACE,
+        CONTROLLER_SERVICE_ACCOUNT,
+    )
+}
+
+/// The controller's identity token (no pod can be named this: Kubernetes
+/// names never start with a dot).
+pub fn controller_token(dir: &Dir) -> PathBuf {
+    dir.tokens().join(".controller")
+}
+
 /// Starts the controller in the node namespace, reading the sandbox's
-/// manifest directory.
+/// manifest directory, with its own identity so it serves discovery over
+/// mTLS (the identity service must be up and its token issued).
 pub fn controller(bins: &Bins, node: &str, dir: &Dir) -> Result<Proc, Error> {
     let program = bins.require(CONTROLLER)?;
     let args = vec![
@@ -184,6 +207,24 @@ pub fn controller(bins: &Bins, node: &str, dir: &Dir) -> Result<Proc, Error> {
     ];
     let mut envs = BTreeMap::new();
     envs.insert(env::LOG.to_string(), "info".to_string());
+    envs.insert(env::IDENTITY_ADDR.into(), identity_grpc().to_string());
+    envs.insert(
+        env::IDENTITY_TOKEN.into(),
+        controller_token(dir).display().to_string(),
+    );
+    envs.insert(
+        env::TRUST_BUNDLE.into(),
+        dir.trust_bundle().display().to_string(),
+    );
+    envs.insert(env::POD_NAMESPACE.into(), CONTROLLER_NAMESPACE.into());
+    envs.insert(
+        env::SERVICE_ACCOUNT.into(),
+        CONTROLLER_SERVICE_ACCOUNT.into(),
+    );
+    envs.insert(
+        env::TRUST_DOMAIN.into(),
+        contract::DEFAULT_TRUST_DOMAIN.into(),
+    );
     Ok(netns::spawn(&Spawn {
         netns: node,
         role: CONTROLLER,
@@ -316,6 +357,10 @@ fn field_ref(_st: &State, pod: &PodState, from: &Value) -> Option<String> {
 pub fn proxy_env(st: &State, pod: &PodState, dir: &Dir) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert(env::CONTROLLER_ADDR.into(), controller_grpc().to_string());
+    out.insert(
+        env::CONTROLLER_IDENTITY.into(),
+        controller_identity().to_string(),
+    );
     out.insert(env::IDENTITY_ADDR.into(), identity_grpc().to_string());
     out.insert(
         env::IDENTITY_TOKEN.into(),
