@@ -18,7 +18,8 @@ use trellis_api::proto::discovery::{
 use trellis_api::proto::policy as pbp;
 use trellis_api::watch::{ResponseStream, serve};
 use trellis_api::{GatewayTarget, InboundTarget, OutboundTarget};
-use trellis_policy::GatewayPolicy;
+use trellis_identity_client::serve::PeerIdentity;
+use trellis_policy::{GatewayPolicy, SpiffeId};
 
 /// The three watch services over one index.
 #[derive(Clone, Debug)]
@@ -80,6 +81,30 @@ impl Discovery {
     }
 }
 
+/// The verified client of an mTLS connection; `None` in plaintext.
+fn peer<T>(request: &Request<T>) -> Option<SpiffeId> {
+    request
+        .extensions()
+        .get::<PeerIdentity>()
+        .map(|p| p.0.clone())
+}
+
+/// Over mTLS a client watches only its own namespace's view — its
+/// consumer routes, its pods' inbound policies, its Gateways — the
+/// namespace of its verified SPIFFE id. Plaintext (a controller without
+/// identity) is not checked.
+fn authorize(peer: Option<&SpiffeId>, namespace: &str) -> Result<(), Status> {
+    let Some(peer) = peer else {
+        return Ok(());
+    };
+    match peer.service_account() {
+        Some(sa) if sa.namespace == namespace => Ok(()),
+        _ => Err(Status::permission_denied(format!(
+            "{peer} may not watch the policies of namespace {namespace:?}"
+        ))),
+    }
+}
+
 /// Counts a stream while it is open.
 struct Open(Arc<Metrics>, &'static str);
 
@@ -104,7 +129,11 @@ impl OutboundPolicies for Discovery {
         &self,
         request: Request<pb::OutboundTarget>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = peer(&request);
         let t = OutboundTarget::try_from(request.into_inner())?;
+        if !t.client_namespace.is_empty() {
+            authorize(peer.as_ref(), &t.client_namespace)?;
+        }
         let target: SocketAddr = t.target.0;
         let rx = self.index.lock().outbound(target, &t.client_namespace);
         let open = Open::new(&self.metrics, "outbound");
@@ -128,7 +157,9 @@ impl InboundPolicies for Discovery {
         &self,
         request: Request<pb::InboundTarget>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = peer(&request);
         let t = InboundTarget::try_from(request.into_inner())?;
+        authorize(peer.as_ref(), &t.workload.namespace)?;
         let rx = self.index.lock().inbound(t.workload, t.port);
         let open = Open::new(&self.metrics, "inbound");
         let metrics = self.metrics.clone();
@@ -148,7 +179,9 @@ impl GatewayConfig for Discovery {
         &self,
         request: Request<pb::GatewayTarget>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = peer(&request);
         let t = GatewayTarget::try_from(request.into_inner())?;
+        authorize(peer.as_ref(), &t.gateway.namespace)?;
         let gateway = t.gateway.clone();
         let rx = self.index.lock().gateway(t.gateway);
         let open = Open::new(&self.metrics, "gateway");
@@ -165,5 +198,29 @@ impl GatewayConfig for Discovery {
                 }),
             }
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_watches_only_its_own_namespace_over_mtls() {
+        let shop = SpiffeId::for_service_account("cluster.local", "shop", "web");
+        let odd = SpiffeId::parse("spiffe://cluster.local/workload/x").unwrap();
+        for (peer, namespace, allowed) in [
+            (None, "anything", true),
+            (Some(&shop), "shop", true),
+            (Some(&shop), "billing", false),
+            (Some(&shop), "shop-2", false),
+            (Some(&odd), "shop", false),
+        ] {
+            let got = authorize(peer, namespace);
+            assert_eq!(got.is_ok(), allowed, "{peer:?} {namespace}: {got:?}");
+            if let Err(status) = got {
+                assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            }
+        }
     }
 }

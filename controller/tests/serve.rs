@@ -2,7 +2,8 @@
 //! directory. A real tonic client receives the initial policy and the update
 //! after a manifest file changes on disk; the admin server answers `/status`
 //! and `/policy`; an unparsable document is skipped with the rest applied;
-//! with an identity, discovery is served over mTLS only.
+//! with an identity, discovery is served over mTLS only, each client
+//! watching only its own namespace's view.
 //! Also the real binary, to check its flags and admin endpoints.
 
 mod support;
@@ -383,7 +384,7 @@ async fn with_an_identity_discovery_is_served_over_mtls_only() {
         ))
         .await
         .unwrap();
-    let stream = OutboundPoliciesClient::new(channel)
+    let stream = OutboundPoliciesClient::new(channel.clone())
         .watch(pb::OutboundTarget::from(&target))
         .await
         .unwrap()
@@ -391,6 +392,18 @@ async fn with_an_identity_discovery_is_served_over_mtls_only() {
     let mut policies = updates::<_, Option<OutboundPolicy>>(stream);
     let first = policies.next().await.unwrap().unwrap().expect("a policy");
     assert_eq!(backend_weights(&first), [1, 0]);
+    // Only its own namespace's view.
+    let mut client = OutboundPoliciesClient::new(channel);
+    let other = OutboundTarget {
+        client_namespace: "billing".into(),
+        ..target.clone()
+    };
+    let denied = client
+        .watch(pb::OutboundTarget::from(&other))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("billing"), "{denied:?}");
 
     // Plaintext gets nothing.
     let plain = match OutboundPoliciesClient::connect(url).await {
