@@ -31,10 +31,16 @@ enum Command {
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // Help and version go to stdout and succeed; bad flags are usage errors.
+        // Help and version go to stdout and succeed; a bad flag is a usage
+        // error in one line.
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("invalid arguments");
+            std::process::exit(usage(&line.trim_start_matches("error: ")));
+        }
         Err(e) => {
             let _ = e.print();
-            std::process::exit(if e.use_stderr() { EXIT_USAGE } else { 0 });
+            std::process::exit(0);
         }
     };
     tracing_subscriber::fmt()
