@@ -41,9 +41,16 @@ enum Command {
         name: Name,
         #[command(flatten)]
         files: Files,
-        /// Mesh every namespace, not only those labelled `trellis.io/inject: enabled`.
-        #[arg(long)]
+        /// Mesh every namespace (the default: a sandbox is a mesh on one
+        /// host, and manifests written for any cluster, such as the upstream
+        /// conformance ones, get sidecars). Pods annotated
+        /// `trellis.io/inject: disabled` still opt out.
+        #[arg(long, conflicts_with = "labelled_only")]
         mesh_all: bool,
+        /// Mesh only namespaces labelled `trellis.io/inject: enabled`, as the
+        /// injector's webhook selects them in a cluster.
+        #[arg(long)]
+        labelled_only: bool,
         /// Where the Trellis binaries are (default: next to trellisctl).
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -82,16 +89,22 @@ enum Command {
     },
 }
 
+/// Whether `up` meshes every namespace: unless `--labelled-only`.
+fn meshes_all(labelled_only: bool) -> bool {
+    !labelled_only
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Up {
             name,
             files,
-            mesh_all,
+            mesh_all: _,
+            labelled_only,
             bin_dir,
         } => {
             let mut opts = Options::new(&name.name)?;
-            opts.mesh_all = mesh_all;
+            opts.mesh_all = meshes_all(labelled_only);
             opts.bin_dir = bin_dir;
             opts.timeout = Duration::from_secs(files.timeout);
             let (_, st) = Sandbox::up(&opts, &files.files).with_context(|| {
@@ -191,4 +204,34 @@ pub fn gateways_table(st: &State) -> String {
         "\n{}gateways answer pods (`trellisctl sandbox exec … -- curl http://ADDRESS/`) and the host (`ip netns exec {node} curl http://ADDRESS/`)\n",
         table::render(&rows)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sandbox: Args,
+    }
+
+    fn up(args: &[&str]) -> Result<bool, clap::Error> {
+        let argv = ["trellisctl", "up", "--name", "t", "-f", "m.yaml"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args))?;
+        match cli.sandbox.command {
+            Command::Up { labelled_only, .. } => Ok(meshes_all(labelled_only)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn up_meshes_every_namespace_unless_told_to_follow_the_label() {
+        assert!(up(&[]).unwrap(), "the default");
+        assert!(up(&["--mesh-all"]).unwrap());
+        assert!(!up(&["--labelled-only"]).unwrap());
+        let e = up(&["--mesh-all", "--labelled-only"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
 }
