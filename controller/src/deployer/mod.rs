@@ -7,7 +7,8 @@
 //! the Service.
 //!
 //! ```text
-//! every few seconds, while this replica holds the lease:
+//! when a Gateway or GatewayClass changes, and every few seconds, while
+//! this replica holds the lease:
 //!   ConfigMap trellis-injector ─► Settings
 //!   GatewayClasses (ours) ─► Gateways ─► desired::desired ─► server-side apply
 //!   Deployment ready? ─► Index::set_programmed      Service ─► Gateway status.addresses
@@ -288,23 +289,74 @@ async fn remove_stale(
     Ok(removed)
 }
 
-/// Runs [`reconcile_once`] every [`INTERVAL`] while `leader` says this
-/// replica holds the lease; errors are logged and retried on the next pass.
+/// Runs [`reconcile_once`] while `leader` says this replica holds the
+/// lease: at once when a Gateway or GatewayClass changes in the index
+/// (created, spec changed, deleted, class taken or given up), and every
+/// [`INTERVAL`] to see Deployments become ready and repair drift. Errors
+/// are logged and retried on the next pass.
 pub async fn run(
+    client: Client,
+    index: SharedIndex,
+    leader: watch::Receiver<bool>,
+    namespace: String,
+) -> Result<(), kube::Error> {
+    run_every(client, index, leader, namespace, INTERVAL).await
+}
+
+/// Changes closer together than this make one pass.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What of the index the generated objects depend on: each Gateway's
+/// spec generation, and which classes are Trellis'.
+type Fingerprint = (Vec<(ResourceRef, Option<i64>)>, Vec<(String, bool)>);
+
+fn fingerprint(index: &SharedIndex) -> Fingerprint {
+    let index = index.lock();
+    let store = index.store();
+    (
+        store
+            .gateways
+            .iter()
+            .map(|(k, g)| (k.clone(), g.object.metadata.generation))
+            .collect(),
+        store
+            .gateway_classes
+            .iter()
+            .map(|(k, c)| (k.clone(), c.ours))
+            .collect(),
+    )
+}
+
+/// [`run`] with the resync period given (tests pass a long one).
+pub async fn run_every(
     client: Client,
     index: SharedIndex,
     mut leader: watch::Receiver<bool>,
     namespace: String,
+    resync: Duration,
 ) -> Result<(), kube::Error> {
-    let mut tick = tokio::time::interval(INTERVAL);
+    let mut tick = tokio::time::interval(resync);
+    let mut changes = index.lock().changes();
+    let mut seen: Option<Fingerprint> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             changed = leader.changed() => if changed.is_err() { return Ok(()) },
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                // Endpoints and routes change far more often than Gateways.
+                if seen.as_ref() == Some(&fingerprint(&index)) {
+                    continue;
+                }
+                tokio::time::sleep(DEBOUNCE).await;
+            }
         }
         if !*leader.borrow() {
             continue;
         }
+        seen = Some(fingerprint(&index));
         match reconcile_once(&client, &index, &namespace).await {
             Ok(r) if !r.removed.is_empty() || !r.refused.is_empty() => {
                 tracing::info!(?r, "gateway deployer pass")

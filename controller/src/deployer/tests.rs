@@ -383,3 +383,58 @@ async fn a_controller_identity_that_is_no_spiffe_id_is_refused_by_value() {
     );
     assert!(api.objects_of("Deployment").is_empty());
 }
+
+/// Polls `f` for up to 10 s.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+#[tokio::test]
+async fn a_new_gateway_is_deployed_when_the_index_sees_it_not_at_the_next_resync() {
+    let mut objects = cluster();
+    let at = objects
+        .iter()
+        .position(|o| o["kind"] == "Gateway" && o["metadata"]["name"] == "web")
+        .unwrap();
+    let web = objects.remove(at);
+    let api = MockApi::start(objects.clone()).await;
+    let index = Index::shared(Default::default());
+    let apply = |v: &Value| {
+        let object = crate::objects::Object::from_value(v.clone())
+            .unwrap()
+            .expect("a kind the index keeps");
+        index.lock().apply(object);
+    };
+    for o in objects.iter().filter(|o| o["kind"] != "ConfigMap") {
+        apply(o);
+    }
+    let (_lease, leader) = watch::channel(true);
+    // A resync an hour away: only the index change can deploy the Gateway.
+    let task = tokio::spawn(run_every(
+        api.client(),
+        index.clone(),
+        leader,
+        "trellis".into(),
+        Duration::from_secs(3600),
+    ));
+    let web_deployment = || api.object("apps/v1", "Deployment", Some("edge"), "web-trellis");
+    eventually("the first pass", || {
+        api.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.ends_with("/gateways"))
+    })
+    .await;
+    assert!(web_deployment().is_none(), "nothing of Trellis' yet");
+
+    // Created: the API has it, and the watch puts it in the index.
+    api.put(web.clone());
+    apply(&web);
+    eventually("the new Gateway's proxy", || web_deployment().is_some()).await;
+    task.abort();
+}
