@@ -120,17 +120,41 @@ impl Outbound {
         }
     }
 
-    /// Opaque TCP to a Service: the TCP route's backend by weight (or the
-    /// Service itself), an endpoint by P2C, then a splice.
-    async fn opaque(&self, mut tcp: TcpStream, prefix: Bytes, resolved: &Resolved) {
+    /// Opaque TCP to a Service: with TLSRoutes, the route for the
+    /// ClientHello's SNI (read, not answered, and replayed: the TLS stays
+    /// end to end); else the TCP route; its backend by weight (or the
+    /// Service itself without routes), an endpoint by P2C, then a splice.
+    async fn opaque(&self, tcp: TcpStream, prefix: Bytes, resolved: &Resolved) {
         let Some(policy) = &resolved.policy else {
             return;
         };
-        let backend = match find::tcp(&policy.tcp_routes).and_then(|r| r.rules.first()) {
+        let (mut tcp, prefix, rule) = if policy.tls_routes.is_empty() {
+            let rule = find::tcp(&policy.tcp_routes).and_then(|r| r.rules.first());
+            (tcp, prefix, rule)
+        } else {
+            let mut io = transport::Rewind::new(prefix, tcp);
+            let hello = match crate::gateway::tls::peek_client_hello(&mut io).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::debug!(target = %resolved.target.0, error = %e, "TLSRoutes, but no ClientHello; closing");
+                    return;
+                }
+            };
+            let Some(route) = find::tls(&policy.tls_routes, hello.sni.as_deref()) else {
+                tracing::debug!(target = %resolved.target.0, sni = ?hello.sni, "no TLSRoute for this SNI; closing");
+                return;
+            };
+            let (_, tcp) = io.into_parts();
+            (tcp, hello.bytes, route.rules.first())
+        };
+        let backend = match rule {
             Some(rule) => {
                 split::weighted_backend(&rule.backends, fastrand::u64(..)).map(|b| &b.backend)
             }
-            None => Some(&policy.backend),
+            None if policy.tls_routes.is_empty() && policy.tcp_routes.is_empty() => {
+                Some(&policy.backend)
+            }
+            None => None,
         };
         let Some(state) = backend.and_then(|b: &Backend| resolved.backend(b)) else {
             tracing::debug!(target = %resolved.target.0, "no valid backend; closing");
