@@ -236,18 +236,7 @@ async fn https_listeners_terminate_with_the_certificate_the_sni_selects() {
 async fn tls_passthrough_routes_by_sni_without_terminating() {
     let n = 204;
     let pki = Pki::new();
-    let one = tls_echo(
-        addr(n, 2, 9443),
-        "one",
-        &pki.certificate(&["one.example.com"]),
-    )
-    .await;
-    let two = tls_echo(
-        addr(n, 3, 9443),
-        "two",
-        &pki.certificate(&["two.example.com"]),
-    )
-    .await;
+    let (one, two) = sni_backends(n, &pki, &["two.example.com"]).await;
     let plane = Plane::new(vec![
         listener("tls", 9443)
             .passthrough()

@@ -6,8 +6,8 @@
 mod edge;
 mod support;
 
-use edge::{Pki, presented_names, read_some, tls_echo};
-use support::{addr, cluster_ip, outbound, pod, sidecar};
+use edge::{Pki, presented_names, read_some, sni_backends};
+use support::{cluster_ip, outbound, pod, sidecar};
 use tokio::io::AsyncWriteExt;
 use trellis_policy::{
     Protocol,
@@ -19,18 +19,7 @@ use trellis_proxy::config::SourceConfig;
 async fn tls_to_a_service_follows_its_tlsroutes_by_sni() {
     let n = 30;
     let pki = Pki::new();
-    let one = tls_echo(
-        addr(n, 2, 9443),
-        "one",
-        &pki.certificate(&["one.example.com"]),
-    )
-    .await;
-    let two = tls_echo(
-        addr(n, 3, 9443),
-        "two",
-        &pki.certificate(&["*.example.com"]),
-    )
-    .await;
+    let (one, two) = sni_backends(n, &pki, &["*.example.com"]).await;
     let detected = cluster_ip(n, 443);
     let declared = cluster_ip(n, 8443);
     let policy = |target, protocol| {

@@ -388,6 +388,16 @@ pub async fn tls_echo(addr: SocketAddr, name: &'static str, cert: &CertificatePe
     addr
 }
 
+/// Two TLS echo backends of test `n` for SNI routing: "one" at host 2
+/// with a certificate for one.example.com, "two" at host 3 for
+/// `two_names` (port 9443 both).
+pub async fn sni_backends(n: u8, pki: &Pki, two_names: &[&str]) -> (SocketAddr, SocketAddr) {
+    let at = |host| SocketAddr::new(std::net::IpAddr::from([127, 77, n, host]), 9443);
+    let one = tls_echo(at(2), "one", &pki.certificate(&["one.example.com"])).await;
+    let two = tls_echo(at(3), "two", &pki.certificate(two_names)).await;
+    (one, two)
+}
+
 /// Reads at least `n` bytes within 10 s.
 pub async fn read_some<I: tokio::io::AsyncRead + Unpin>(io: &mut I, n: usize) -> Vec<u8> {
     let mut out = Vec::new();
