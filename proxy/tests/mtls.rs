@@ -25,7 +25,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use trellis_api::contract::{header::CLIENT_ID, port};
+use trellis_api::contract::header::CLIENT_ID;
 use trellis_identity_client::{
     Direction, HandshakeOutcome, Identity, TlsMetrics, TrustBundle, testing::TestCa,
 };
@@ -66,9 +66,6 @@ async fn sidecar(
     identity: Identity,
 ) -> Sidecar {
     let config = Config {
-        outbound_addr: SocketAddr::new(ip, 0),
-        inbound_addr: SocketAddr::new(ip, port::PROXY_INBOUND),
-        admin_addr: SocketAddr::new(ip, 0),
         outbound_fixed: outbound
             .iter()
             .map(|t| (SocketAddr::new(ip, 0), t.0))
@@ -77,15 +74,9 @@ async fn sidecar(
             .iter()
             .map(|p| (SocketAddr::new(ip, 0), SocketAddr::new(ip, *p)))
             .collect(),
-        source: source.clone(),
         workload: Some(ResourceRef::new("shop", "web-0")),
-        mesh_port: port::PROXY_INBOUND,
-        worker_threads: 1,
-        detect_timeout: trellis_proxy::detect::DEFAULT_TIMEOUT,
-        idle_timeout: Duration::from_secs(600),
-        shutdown_grace: Duration::from_secs(5),
-        identity: None,
         controller_identity: controller,
+        ..sidecar_config(ip, source.clone())
     };
     Sidecar::start_with_identity(&config, identity)
         .await

@@ -287,20 +287,12 @@ async fn the_inbound_policy_names_the_protocol_of_a_port() {
     });
     let running = cp.start(pod(n, 3)).await;
     let config = trellis_proxy::config::Config {
-        outbound_addr: addr(n, 1, 0),
         inbound_addr: addr(n, 1, 0),
-        admin_addr: addr(n, 1, 0),
-        outbound_fixed: vec![],
         inbound_fixed: vec![(addr(n, 1, 0), app)],
-        source: SourceConfig::Controller(running.addr.to_string()),
-        workload: Some(ResourceRef::new("test", "client-0")),
-        mesh_port: 15106,
-        worker_threads: 1,
-        detect_timeout: trellis_proxy::detect::DEFAULT_TIMEOUT,
-        idle_timeout: Duration::from_secs(600),
-        shutdown_grace: Duration::from_secs(5),
-        identity: None,
-        controller_identity: None,
+        ..sidecar_config(
+            pod(n, 1),
+            SourceConfig::Controller(running.addr.to_string()),
+        )
     };
     let server = trellis_proxy::Sidecar::start(&config).await.unwrap();
     // The application still answers: opaque forwarding carries HTTP too.

@@ -419,20 +419,8 @@ pub async fn read_some<I: tokio::io::AsyncRead + Unpin>(io: &mut I, n: usize) ->
 /// identity verifies.
 pub async fn meshed_sidecar(ip: IpAddr, identity: Identity) -> Sidecar {
     let config = SidecarConfig {
-        outbound_addr: SocketAddr::new(ip, 0),
-        inbound_addr: SocketAddr::new(ip, port::PROXY_INBOUND),
-        admin_addr: SocketAddr::new(ip, 0),
-        outbound_fixed: Vec::new(),
-        inbound_fixed: Vec::new(),
-        source: SourceConfig::None,
         workload: Some(ResourceRef::new("shop", "web-0")),
-        mesh_port: port::PROXY_INBOUND,
-        worker_threads: 1,
-        detect_timeout: trellis_proxy::detect::DEFAULT_TIMEOUT,
-        idle_timeout: Duration::from_secs(600),
-        shutdown_grace: Duration::from_secs(5),
-        identity: None,
-        controller_identity: None,
+        ..crate::support::sidecar_config(ip, SourceConfig::None)
     };
     Sidecar::start_with_identity(&config, identity)
         .await

@@ -246,18 +246,15 @@ impl InboundPolicies for ControlPlane {
     }
 }
 
-/// Starts a sidecar for "pod" `ip`: inbound on the mesh port, outbound and
-/// admin on free ports, plus the fixed outbound listeners `fixed`
-/// (targets).
-pub async fn sidecar(ip: std::net::IpAddr, source: SourceConfig, fixed: &[Target]) -> Sidecar {
-    let config = Config {
+/// The configuration of a test sidecar for "pod" `ip`: inbound on the mesh
+/// port, outbound and admin on free ports, workload `test/client-0`,
+/// plaintext, no fixed listeners; tests override fields with `..`.
+pub fn sidecar_config(ip: std::net::IpAddr, source: SourceConfig) -> Config {
+    Config {
         outbound_addr: SocketAddr::new(ip, 0),
         inbound_addr: SocketAddr::new(ip, port::PROXY_INBOUND),
         admin_addr: SocketAddr::new(ip, 0),
-        outbound_fixed: fixed
-            .iter()
-            .map(|t| (SocketAddr::new(ip, 0), t.0))
-            .collect(),
+        outbound_fixed: Vec::new(),
         inbound_fixed: Vec::new(),
         source,
         workload: Some(ResourceRef::new("test", "client-0")),
@@ -268,6 +265,18 @@ pub async fn sidecar(ip: std::net::IpAddr, source: SourceConfig, fixed: &[Target
         shutdown_grace: Duration::from_secs(5),
         identity: None,
         controller_identity: None,
+    }
+}
+
+/// Starts a sidecar for "pod" `ip` ([`sidecar_config`]) with the fixed
+/// outbound listeners `fixed` (targets).
+pub async fn sidecar(ip: std::net::IpAddr, source: SourceConfig, fixed: &[Target]) -> Sidecar {
+    let config = Config {
+        outbound_fixed: fixed
+            .iter()
+            .map(|t| (SocketAddr::new(ip, 0), t.0))
+            .collect(),
+        ..sidecar_config(ip, source)
     };
     Sidecar::start(&config).await.unwrap()
 }
