@@ -277,14 +277,14 @@ impl Sidecar {
 pub(crate) fn controller_tls(
     controller: Option<&trellis_policy::SpiffeId>,
     identity: Option<&Identity>,
-) -> Result<Option<discovery::ControllerTls>, config::Error> {
+) -> Result<Option<trellis_identity_client::serve::Connector>, config::Error> {
     match (controller, identity) {
         (None, _) => Ok(None),
         (Some(_), None) => Err(config::Error::ControllerIdentityWithoutIdentity),
-        (Some(c), Some(i)) => Ok(Some(discovery::ControllerTls {
-            identity: i.clone(),
-            controller: c.clone(),
-        })),
+        (Some(c), Some(i)) => Ok(Some(trellis_identity_client::serve::Connector::new(
+            i.clone(),
+            c.clone(),
+        ))),
     }
 }
 

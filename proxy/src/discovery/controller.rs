@@ -1,7 +1,7 @@
 //! Watches against the controller's discovery service.
 //!
-//! The channel is plaintext, or — with [`ControllerTls`] — mTLS under the
-//! workload's own certificate towards a controller that must present the
+//! The channel is plaintext, or — with a [`serve::Connector`] — mTLS under
+//! the workload's own certificate towards a controller that must present the
 //! SPIFFE id the proxy was given (`TRELLIS_CONTROLLER_IDENTITY`), so a
 //! pod that answers on the controller's address cannot feed the proxy
 //! policies or the identities its mTLS trusts.
@@ -20,29 +20,17 @@ use trellis_api::{
         outbound_policies_client::OutboundPoliciesClient,
     },
 };
-use trellis_identity_client::{Identity, serve};
-use trellis_policy::{InboundPolicy, OutboundPolicy, ResourceRef, SpiffeId, Target};
+use trellis_identity_client::serve;
+use trellis_policy::{InboundPolicy, OutboundPolicy, ResourceRef, Target};
 
 /// A lazily connected channel to the controller, shared by every watch.
 #[derive(Clone, Debug)]
 pub struct Controller {
     endpoint: Endpoint,
     channel: Channel,
-    tls: Option<ControllerTls>,
-}
-
-/// mTLS to the controller: this workload's identity, and the SPIFFE id the
-/// controller must present.
-#[derive(Clone, Debug)]
-pub struct ControllerTls {
-    pub identity: Identity,
-    pub controller: SpiffeId,
-}
-
-impl ControllerTls {
-    fn connector(&self) -> serve::Connector {
-        serve::Connector::new(self.identity.clone(), self.controller.clone())
-    }
+    /// mTLS under this workload's identity towards the controller's
+    /// SPIFFE id; `None` for plaintext.
+    tls: Option<serve::Connector>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +42,7 @@ pub struct InvalidAddress {
 
 impl Controller {
     /// `addr` is `host:port` or a URI.
-    pub fn new(addr: &str, tls: Option<ControllerTls>) -> Result<Self, InvalidAddress> {
+    pub fn new(addr: &str, tls: Option<serve::Connector>) -> Result<Self, InvalidAddress> {
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -71,7 +59,7 @@ impl Controller {
             .keep_alive_timeout(Duration::from_secs(10));
         let channel = match &tls {
             None => endpoint.connect_lazy(),
-            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
         };
         Ok(Self {
             endpoint,
@@ -83,7 +71,7 @@ impl Controller {
     async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
         match &self.tls {
             None => self.endpoint.connect().await,
-            Some(tls) => self.endpoint.connect_with_connector(tls.connector()).await,
+            Some(tls) => self.endpoint.connect_with_connector(tls.clone()).await,
         }
     }
 

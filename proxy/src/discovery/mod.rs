@@ -34,7 +34,7 @@ use std::{
 use tokio::{sync::Notify, task::AbortHandle, time::Instant};
 use trellis_policy::{InboundPolicy, OutboundPolicy, ResourceRef, Target};
 
-pub use self::controller::{Controller, ControllerTls, InvalidAddress};
+pub use self::controller::{Controller, InvalidAddress};
 
 /// How long a first connection waits for its target's policy.
 pub const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
